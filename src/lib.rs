@@ -1,0 +1,27 @@
+//! PRISM toolkit library: MRI I/O, preprocessing, the PRISM networks in candle,
+//! and the plumbing shared by the `prism-*` command-line tools.
+//!
+//! Module map:
+//! - [`geometry`], [`volume`]: voxel-to-world conventions and the in-memory image.
+//! - [`io`]: reading and writing image files (NIfTI).
+//! - [`preprocess`]: reorientation, resampling, intensity normalization, crop and pad.
+//! - [`ops`]: differentiable 3-D tensor operations candle lacks (convolution, norms).
+//! - [`model`]: the networks (PRISM's Swin encoder).
+//! - [`weights`]: checkpoint loading and conversion.
+//! - [`device`]: compute device selection.
+//! - [`cli`]: inputs, sharding, resumable outputs, progress and exit codes for the tools.
+
+pub mod error;
+pub mod geometry;
+pub mod volume;
+
+pub use error::{Error, Result};
+pub use geometry::Affine;
+pub use volume::Volume;
+pub mod cli;
+pub mod device;
+pub mod io;
+pub mod model;
+pub mod ops;
+pub mod preprocess;
+pub mod weights;
