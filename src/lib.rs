@@ -20,6 +20,7 @@ pub use geometry::Affine;
 pub use volume::Volume;
 pub mod cli;
 pub mod device;
+pub mod embed;
 pub mod io;
 pub mod model;
 pub mod ops;

@@ -1,0 +1,59 @@
+//! Time one forward pass of the published-size PRISM encoder (embed_dim 48) on a
+//! cubic input with random weights, and report the peak resident memory.
+//!
+//!     cargo run --release --example bench_encoder -- [SIZE] [RUNS]
+//!
+//! Prints one JSON line, in the same shape as the MONAI peer script, so both can be
+//! recorded side by side in docs/BENCHMARKS.md.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use prism::model::{SwinConfig, SwinEncoder};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let size: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(96);
+    let runs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let device = Device::Cpu;
+
+    // Random weights: the VarMap initializes every tensor, then each is redrawn from
+    // N(0, 0.02²) so no layer is degenerate.
+    let varmap = VarMap::new();
+    let cfg = SwinConfig::prism_base();
+    let encoder = SwinEncoder::load(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    for var in varmap.all_vars() {
+        var.set(&(Tensor::randn(0f32, 0.02, var.shape(), &device)?))?;
+    }
+    let x = Tensor::randn(0f32, 1.0, (1, 1, size, size, size), &device)?;
+
+    encoder.forward(&x)?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let out = encoder.forward(&x)?;
+        out[4].sum_all()?.to_scalar::<f32>()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+
+    println!(
+        "{{\"tool\": \"prism-rs\", \"size\": {size}, \"embed_dim\": {}, \"median_s\": {:.3}, \"runs\": {runs}, \"threads\": {}, \"peak_rss_mib\": {:.0}}}",
+        cfg.embed_dim,
+        times[runs / 2],
+        candle_core::utils::get_num_threads(),
+        peak_rss_mib()
+    );
+    Ok(())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
