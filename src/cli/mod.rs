@@ -14,10 +14,12 @@
 pub mod args;
 pub mod batch;
 pub mod docs;
+pub mod embed_cmd;
 pub mod inputs;
 pub mod output;
 pub mod progress;
 pub mod shard;
+pub mod weights_cmd;
 
 pub use progress::Summary;
 

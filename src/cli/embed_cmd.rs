@@ -1,0 +1,252 @@
+//! `prism-embed`: scans in, one CSV row of PRISM embeddings per scan out.
+//!
+//! Output columns, in order: `id` (the file name without `.nii`/`.nii.gz`, made
+//! unique by parent folders when needed, `_vN` for volume N of a 4-D file), `path`
+//! (as given or found), then the embedding: `emb_0 … emb_{C−1}` for the mean of the
+//! last stage (C = 768 for the published model), or with `--pooling multiscale`
+//! `s0_0 … s4_{C−1}`, the spatial means of all five stage outputs in order.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+
+use crate::cli::args::BatchArgs;
+use crate::cli::batch::run_batch;
+use crate::cli::inputs::{expand_inputs, InputItem};
+use crate::cli::output::{format_f32, RowSink};
+use crate::cli::progress::{Reporter, Summary};
+use crate::cli::shard::resolve_shard;
+use crate::embed::{embed_tensor, EmbedOptions, Pooling, DEFAULT_MAX_VOXELS};
+use crate::error::{Error, Result};
+use crate::model::SwinEncoder;
+use crate::preprocess::{volume_to_tensor, Normalize, PreprocessOptions};
+
+pub const TOOL: &str = "prism-embed";
+
+/// Embed MRI scans with the PRISM encoder: one CSV row per scan
+#[derive(Debug, Clone, Parser)]
+#[command(name = "prism-embed", version, about, long_about = LONG_ABOUT)]
+pub struct EmbedCli {
+    #[command(flatten)]
+    pub batch: BatchArgs,
+
+    /// PRISM encoder weights: a PRISM checkpoint (.pt), a state dict, or .safetensors
+    #[arg(short, long, value_name = "FILE", env = "PRISM_WEIGHTS")]
+    pub weights: Option<PathBuf>,
+
+    /// Volume of 4-D inputs to embed (0-based); per-input `scan.nii.gz:N` takes precedence
+    #[arg(long, value_name = "N")]
+    pub volume: Option<usize>,
+
+    /// Preprocessing before the encoder: `prism` (RAS+, resampling to --spacing,
+    /// foreground crop, intensity normalization, zero padding to a multiple of 32) or
+    /// `none` (the file's voxel array as it is)
+    #[arg(long, value_enum, default_value_t = PreprocessMode::Prism)]
+    pub preprocess: PreprocessMode,
+
+    /// Target voxel spacing in mm for `--preprocess prism`: one value, or three for i,j,k
+    #[arg(long, value_name = "MM", value_delimiter = ',', default_value = "1")]
+    pub spacing: Vec<f64>,
+
+    /// Clip intensities to these percentiles of the non-zero voxels before the z-score
+    /// (for example 0.5,99.5); default: z-score only
+    #[arg(long, value_name = "LO,HI", value_delimiter = ',', num_args = 2)]
+    pub clip_percentiles: Option<Vec<f64>>,
+
+    /// Which stage outputs are pooled into the embedding
+    #[arg(long, value_enum, default_value_t = PoolingMode::Last)]
+    pub pooling: PoolingMode,
+
+    /// Embed in sliding windows of this size in voxels (one edge, or three for i,j,k;
+    /// multiples of 32) instead of one whole-volume pass
+    #[arg(long, value_name = "N", value_delimiter = ',')]
+    pub roi: Option<Vec<usize>>,
+
+    /// Fraction of each window shared with its neighbour, in [0, 1)
+    #[arg(long, value_name = "F", default_value_t = 0.5)]
+    pub overlap: f64,
+
+    /// Largest preprocessed volume, in voxels, run in one pass; larger scans are refused
+    /// unless --roi is given
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_VOXELS)]
+    pub max_voxels: usize,
+}
+
+const LONG_ABOUT: &str = "\
+Embed MRI scans with the PRISM encoder: one CSV row per scan.
+
+Each input is read (NIfTI-1, any scalar type), preprocessed as PRISM's fine-tuning
+does (RAS+, 1 mm, foreground crop, z-score over non-zero voxels, padding to a
+multiple of 32), passed through the encoder, and pooled into one vector. Rows go
+to standard output, or to --output FILE, which a rerun resumes.
+
+Exit status: 0 success, 1 some inputs failed, 2 invalid usage or configuration.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreprocessMode {
+    Prism,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolingMode {
+    /// Mean of the last stage output
+    Last,
+    /// Means of all five stage outputs, concatenated
+    Multiscale,
+}
+
+/// The error for a run without weights: where PRISM's checkpoint comes from.
+fn missing_weights() -> Error {
+    Error::invalid(
+        "no encoder weights: pass --weights FILE or set PRISM_WEIGHTS. The published PRISM \
+         checkpoint comes from the PRISM authors' release (Qiu et al., 2025) and is not bundled \
+         or downloaded by this tool; any PRISM/MONAI SwinUNETR-v2 checkpoint (.pt, state dict \
+         or .safetensors) works",
+    )
+}
+
+impl EmbedCli {
+    fn preprocess_options(&self) -> Result<PreprocessOptions> {
+        if self.preprocess == PreprocessMode::None {
+            return Ok(PreprocessOptions::none());
+        }
+        let mut opts = PreprocessOptions::prism_default();
+        opts.spacing = Some(three("--spacing", &self.spacing, |v| v > 0.0 && v.is_finite())?);
+        if let Some(p) = &self.clip_percentiles {
+            let (lo, hi) = (p[0], p[1]);
+            if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo >= hi {
+                return Err(Error::invalid(format!(
+                    "--clip-percentiles needs 0 <= LO < HI <= 100, got {lo},{hi}"
+                )));
+            }
+            opts.normalize = Normalize::PercentileClip { lo, hi };
+        }
+        Ok(opts)
+    }
+
+    fn embed_options(&self) -> Result<EmbedOptions> {
+        let roi = match &self.roi {
+            Some(r) => Some(three("--roi", r, |v| v > 0)?),
+            None => None,
+        };
+        Ok(EmbedOptions {
+            pooling: match self.pooling {
+                PoolingMode::Last => Pooling::LastStage,
+                PoolingMode::Multiscale => Pooling::MultiScale,
+            },
+            roi,
+            overlap: self.overlap,
+            max_voxels: self.max_voxels,
+        })
+    }
+}
+
+/// One value for all three axes, or three values.
+fn three<T: Copy + std::fmt::Display>(flag: &str, values: &[T], valid: impl Fn(T) -> bool) -> Result<[T; 3]> {
+    let out = match values {
+        [v] => [*v; 3],
+        [a, b, c] => [*a, *b, *c],
+        _ => return Err(Error::invalid(format!("{flag} takes one value or three (i,j,k), got {}", values.len()))),
+    };
+    if let Some(bad) = out.iter().find(|v| !valid(**v)) {
+        return Err(Error::invalid(format!("{flag}: invalid value {bad}")));
+    }
+    Ok(out)
+}
+
+/// Everything one scan needs: read, check, preprocess, encode, pool.
+struct Embedder {
+    encoder: SwinEncoder,
+    device: candle_core::Device,
+    preprocess: PreprocessOptions,
+    embed: EmbedOptions,
+    default_volume: Option<usize>,
+}
+
+impl Embedder {
+    fn embed(&self, item: &InputItem) -> Result<Vec<f32>> {
+        let path = &item.path;
+        let (volume, _) = crate::io::load_volume(path, item.volume.or(self.default_volume))?;
+        check_values(path, &volume)?;
+
+        let (volume, _) = self.preprocess.apply(volume).map_err(|e| on_file(path, e))?;
+        let x = volume_to_tensor(&volume, &self.device)?;
+        embed_tensor(&self.encoder, &x, &self.embed).map_err(|e| on_file(path, e))
+    }
+}
+
+/// Attach the scan's path to errors that do not name a file yet.
+fn on_file(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Invalid(m) => Error::file(path, m),
+        Error::Tensor(t) => Error::file(path, format!("encoder failed: {t}")),
+        other => other,
+    }
+}
+
+/// Refuse values no preprocessing can make sense of.
+fn check_values(path: &Path, volume: &crate::Volume) -> Result<()> {
+    let non_finite = crate::io::count_non_finite(volume);
+    if non_finite > 0 {
+        return Err(Error::file(
+            path,
+            format!("{non_finite} voxels are NaN or infinite; fix or mask them before embedding"),
+        ));
+    }
+    if volume.data.iter().all(|&v| v == 0.0) {
+        return Err(Error::file(path, "every voxel is zero; there is nothing to embed"));
+    }
+    Ok(())
+}
+
+/// Run `prism-embed`. Returns the summary of per-scan outcomes; `Err` is a failure of
+/// the run as a whole (arguments, weights, output file).
+pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
+    let preprocess = cli.preprocess_options()?;
+    let embed = cli.embed_options()?;
+    let weights = cli.weights.clone().ok_or_else(missing_weights)?;
+    let device = cli.batch.device.open()?;
+
+    let items = expand_inputs(&cli.batch.inputs, &mut std::io::stdin().lock())?;
+    let choice = resolve_shard(cli.batch.shard, |name| std::env::var(name).ok())?;
+    if let Some(w) = &choice.warning {
+        reporter.warn(w);
+    }
+    let items = match choice.shard {
+        Some((shard, _)) => shard.select(&items),
+        None => items,
+    };
+
+    let encoder = crate::weights::load_encoder(&weights, &device)?;
+    let mut header = vec!["id".to_string(), "path".to_string()];
+    header.extend(embed.pooling.column_names(&encoder));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let sink = match &cli.batch.output {
+        Some(path) => {
+            let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+            RowSink::file(path, &header, &ids, cli.batch.overwrite)?
+        }
+        None => RowSink::stdout(&header)?,
+    };
+
+    let embedder = Embedder {
+        encoder,
+        device,
+        preprocess,
+        embed,
+        default_volume: cli.volume,
+    };
+    run_batch(&items, sink, reporter, cli.batch.keep_going, |item, _| {
+        let values = embedder.embed(item)?;
+        let mut row = vec![item.path.display().to_string()];
+        row.extend(values.iter().map(|v| format_f32(*v)));
+        Ok(row)
+    })
+}
+
+/// `--threads` as parsed, for `main` to apply before anything else starts threads.
+pub fn threads(cli: &EmbedCli) -> Option<NonZeroUsize> {
+    cli.batch.threads
+}
