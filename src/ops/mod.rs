@@ -1,1 +1,14 @@
-//! (module under construction)
+//! Differentiable tensor operations for 3-D networks that candle 0.11 lacks: 3-D convolution,
+//! zero padding, and normalizations and activations written so that candle's autograd reaches
+//! through them.
+
+mod activation;
+mod conv3d;
+mod element;
+mod norm;
+mod pad;
+
+pub use activation::{gelu_erf, leaky_relu};
+pub use conv3d::{conv3d, conv3d_portable, conv3d_with_config, Conv3dConfig};
+pub use norm::{instance_norm3d, layer_norm, softmax_last_dim};
+pub use pad::pad3d;
