@@ -6,6 +6,7 @@
 //! Prints one JSON line, in the same shape as the MONAI peer script, so both can be
 //! recorded side by side in docs/BENCHMARKS.md.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -18,14 +19,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let device = Device::Cpu;
 
-    // Random weights: the VarMap initializes every tensor, then each is redrawn from
-    // N(0, 0.02²) so no layer is degenerate.
-    let varmap = VarMap::new();
+    // Random weights: a VarMap creates every tensor the encoder asks for, each is
+    // redrawn from N(0, 0.02²), and the encoder is rebuilt from detached copies, since
+    // variables would make every operation record a backward graph.
     let cfg = SwinConfig::prism_base();
-    let encoder = SwinEncoder::load(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    for var in varmap.all_vars() {
-        var.set(&(Tensor::randn(0f32, 0.02, var.shape(), &device)?))?;
+    let varmap = VarMap::new();
+    SwinEncoder::load(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let mut weights = HashMap::new();
+    for (name, var) in varmap.data().lock().map_err(|_| "poisoned lock")?.iter() {
+        weights.insert(name.clone(), Tensor::randn(0f32, 0.02, var.shape(), &device)?);
     }
+    let encoder = SwinEncoder::load(&cfg, VarBuilder::from_tensors(weights, DType::F32, &device))?;
     let x = Tensor::randn(0f32, 1.0, (1, 1, size, size, size), &device)?;
 
     encoder.forward(&x)?;

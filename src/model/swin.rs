@@ -297,21 +297,8 @@ impl WindowAttention {
     /// `x`: `[nW, n, C]` windows of one image; `mask`: `[nW, n, n]` or none.
     fn forward(&self, x: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (nw, n, c) = x.dims3()?;
-        let hd = c / self.num_heads;
-        let qkv = linear_last(&self.qkv, x)?
-            .reshape((nw, n, 3, self.num_heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-
-        let mut attn = q.matmul(&k.t()?)?.broadcast_add(&bias.unsqueeze(0)?)?;
-        if let Some(mask) = mask {
-            attn = attn.broadcast_add(&mask.unsqueeze(1)?)?;
-        }
-        let attn = ops::softmax_last_dim(&attn)?;
-
-        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((nw, n, c))?;
+        let qkv = linear_last(&self.qkv, x)?.reshape((nw, n, 3, self.num_heads, c / self.num_heads))?;
+        let y = ops::window_attention(&qkv, bias, mask, self.scale)?;
         linear_last(&self.proj, &y)
     }
 }

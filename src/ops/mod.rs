@@ -3,12 +3,14 @@
 //! through them.
 
 mod activation;
+mod attention;
 mod conv3d;
 mod element;
 mod norm;
 mod pad;
 
 pub use activation::{gelu_erf, leaky_relu};
+pub use attention::window_attention;
 pub use conv3d::{conv3d, conv3d_portable, conv3d_with_config, Conv3dConfig};
 pub use norm::{instance_norm3d, layer_norm, softmax_last_dim};
 pub use pad::pad3d;
