@@ -26,13 +26,14 @@ pub const TOOL: &str = "prism-embed";
 
 /// Embed MRI scans with the PRISM encoder: one CSV row per scan
 #[derive(Debug, Clone, Parser)]
-#[command(name = "prism-embed", version, about, long_about = LONG_ABOUT)]
+#[command(name = "prism-embed", version, long_about = LONG_ABOUT)]
 pub struct EmbedCli {
     #[command(flatten)]
     pub batch: BatchArgs,
 
-    /// PRISM encoder weights: a PRISM checkpoint (.pt), a state dict, or .safetensors
-    #[arg(short, long, value_name = "FILE", env = "PRISM_WEIGHTS")]
+    /// PRISM encoder weights: a PRISM checkpoint (.pt), a state dict, or .safetensors;
+    /// the environment variable PRISM_WEIGHTS gives a default
+    #[arg(short, long, value_name = "FILE", env = "PRISM_WEIGHTS", hide_env_values = true)]
     pub weights: Option<PathBuf>,
 
     /// Volume of 4-D inputs to embed (0-based); per-input `scan.nii.gz:N` takes precedence

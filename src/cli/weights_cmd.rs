@@ -12,7 +12,7 @@ pub const TOOL: &str = "prism-weights";
 
 /// Inspect PRISM encoder checkpoints and convert them to safetensors
 #[derive(Debug, Clone, Parser)]
-#[command(name = "prism-weights", version, about)]
+#[command(name = "prism-weights", version)]
 pub struct WeightsCli {
     #[command(subcommand)]
     pub command: WeightsCommand,

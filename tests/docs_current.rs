@@ -1,0 +1,29 @@
+//! The man pages and shell completions in the repository match the clap
+//! definitions. Regenerate them with `PRISM_UPDATE_DOCS=1 cargo test --test docs_current`.
+
+use std::path::Path;
+
+use clap::CommandFactory;
+use prism::cli::docs::{check_generated_docs, update_requested};
+use prism::cli::embed_cmd::EmbedCli;
+use prism::cli::weights_cmd::WeightsCli;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn prism_embed_docs_are_current() {
+    check_generated_docs(&EmbedCli::command(), root(), update_requested()).unwrap();
+}
+
+#[test]
+fn prism_weights_docs_are_current() {
+    check_generated_docs(&WeightsCli::command(), root(), update_requested()).unwrap();
+}
+
+#[test]
+fn command_definitions_are_consistent() {
+    EmbedCli::command().debug_assert();
+    WeightsCli::command().debug_assert();
+}
