@@ -161,12 +161,24 @@ fn py_slice(start: Option<i64>, stop: Option<i64>, len: usize) -> std::ops::Rang
     s as usize..(e.max(s)) as usize
 }
 
-/// The shifted-window attention mask `[num_windows, n, n]` (0 or −100) for padded
-/// feature dims `dims`, built region by region exactly as MONAI's `compute_mask`.
-fn attention_mask(dims: [usize; 3], ws: [usize; 3], ss: [usize; 3], device: &Device) -> Result<Tensor> {
-    // Region id of every voxel; Python's slice semantics matter when a shift is 0
-    // (`slice(-0, None)` covers the whole axis).
-    let mut region = vec![0f32; dims[0] * dims[1] * dims[2]];
+/// The shifted-window attention masks of one stage, stored once per distinct mask.
+///
+/// MONAI's `compute_mask` builds a `[num_windows, n, n]` tensor (1.3 GB at the first
+/// stage of a 192³ input), but windows away from the far edges hold a single region
+/// and share an all-zero mask: at most 8 distinct masks exist in 3-D.
+#[derive(Debug, Clone)]
+struct ShiftMask {
+    /// `[m, n, n]`: 0 within a region, −100 across regions.
+    masks: Tensor,
+    /// For each window in raster order, the index of its mask.
+    class: Vec<u32>,
+}
+
+/// Region labels as MONAI's `compute_mask` assigns them, for padded feature dims
+/// `dims`. Python's slice semantics matter when a shift is 0: `slice(-0, None)`
+/// covers the whole axis.
+fn region_labels(dims: [usize; 3], ws: [usize; 3], ss: [usize; 3]) -> Vec<u32> {
+    let mut region = vec![0u32; dims[0] * dims[1] * dims[2]];
     let slices = |a: usize| {
         let (w, s) = (ws[a] as i64, ss[a] as i64);
         [
@@ -175,7 +187,7 @@ fn attention_mask(dims: [usize; 3], ws: [usize; 3], ss: [usize; 3], device: &Dev
             py_slice(Some(-s), None, dims[a]),
         ]
     };
-    let mut count = 0f32;
+    let mut count = 0;
     for rd in slices(0) {
         for rh in slices(1) {
             for rw in slices(2) {
@@ -186,18 +198,59 @@ fn attention_mask(dims: [usize; 3], ws: [usize; 3], ss: [usize; 3], device: &Dev
                         }
                     }
                 }
-                count += 1.0;
+                count += 1;
+            }
+        }
+    }
+    region
+}
+
+/// Build the stage's masks: windows whose tokens share the same pattern of region
+/// equalities get one mask, so the result is exactly MONAI's mask per window.
+fn attention_mask(dims: [usize; 3], ws: [usize; 3], ss: [usize; 3], device: &Device) -> Result<ShiftMask> {
+    let region = region_labels(dims, ws, ss);
+    let n = ws[0] * ws[1] * ws[2];
+    let mut patterns: Vec<Vec<u32>> = Vec::new();
+    let mut class = Vec::new();
+    let mut tokens = Vec::with_capacity(n);
+
+    for wd in 0..dims[0] / ws[0] {
+        for wh in 0..dims[1] / ws[1] {
+            for ww in 0..dims[2] / ws[2] {
+                // Labels of the window's tokens in (d, h, w) raster order, renumbered
+                // by first occurrence so equal patterns compare equal.
+                tokens.clear();
+                let mut seen: Vec<u32> = Vec::new();
+                for d in 0..ws[0] {
+                    for h in 0..ws[1] {
+                        for w in 0..ws[2] {
+                            let v = (wd * ws[0] + d, wh * ws[1] + h, ww * ws[2] + w);
+                            let label = region[(v.0 * dims[1] + v.1) * dims[2] + v.2];
+                            let id = seen.iter().position(|&l| l == label).unwrap_or_else(|| {
+                                seen.push(label);
+                                seen.len() - 1
+                            });
+                            tokens.push(id as u32);
+                        }
+                    }
+                }
+                let id = patterns.iter().position(|p| *p == tokens).unwrap_or_else(|| {
+                    patterns.push(tokens.clone());
+                    patterns.len() - 1
+                });
+                class.push(id as u32);
             }
         }
     }
 
-    let region = Tensor::from_vec(region, (1, dims[0], dims[1], dims[2], 1), device)?;
-    let windows = window_partition(&region, ws)?.squeeze(D::Minus1)?; // [nW, n]
-    let diff = windows.unsqueeze(1)?.broadcast_sub(&windows.unsqueeze(2)?)?;
-    let same = diff.eq(0f32)?;
-    let zeros = diff.zeros_like()?;
-    let masked = (zeros.ones_like()? * MASK_VALUE as f64)?;
-    same.where_cond(&zeros, &masked)
+    let mut masks = Vec::with_capacity(patterns.len() * n * n);
+    for p in &patterns {
+        for a in p {
+            masks.extend(p.iter().map(|b| if a == b { 0.0 } else { MASK_VALUE }));
+        }
+    }
+    let masks = Tensor::from_vec(masks, (patterns.len(), n, n), device)?;
+    Ok(ShiftMask { masks, class })
 }
 
 /// `[B, D, H, W, C]` → `[B·nW, wd·wh·ww, C]`, windows in (d, h, w) raster order.
@@ -294,11 +347,12 @@ impl WindowAttention {
             .contiguous()
     }
 
-    /// `x`: `[nW, n, C]` windows of one image; `mask`: `[nW, n, n]` or none.
-    fn forward(&self, x: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `x`: `[nW, n, C]` windows of one image; `bias`: `[m, heads, n, n]` per window
+    /// class; `class`: `[nW]` u32.
+    fn forward(&self, x: &Tensor, bias: &Tensor, class: &Tensor) -> Result<Tensor> {
         let (nw, n, c) = x.dims3()?;
         let qkv = linear_last(&self.qkv, x)?.reshape((nw, n, 3, self.num_heads, c / self.num_heads))?;
-        let y = ops::window_attention(&qkv, bias, mask, self.scale)?;
+        let y = ops::window_attention(&qkv, bias, class, self.scale)?;
         linear_last(&self.proj, &y)
     }
 }
@@ -353,14 +407,14 @@ impl SwinBlock {
     }
 
     /// `x`: `[B, D, H, W, C]`; `mask`: the stage's shifted-window mask.
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: &ShiftMask) -> Result<Tensor> {
         let attended = self.attention_part(x, mask)?;
         let x = (x + attended)?;
         let mlp = self.mlp.forward(&self.norm2.forward(&x)?)?;
         x + mlp
     }
 
-    fn attention_part(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn attention_part(&self, x: &Tensor, mask: &ShiftMask) -> Result<Tensor> {
         let (b, d, h, w, _) = x.dims5()?;
         let (ws, ss) = window_and_shift([d, h, w], self.window, self.shift);
         let shifted = ss.iter().any(|&s| s > 0);
@@ -379,10 +433,18 @@ impl SwinBlock {
             }
         }
 
+        // Position bias plus, in shifted blocks, each mask class: [m, heads, n, n].
         let n = ws[0] * ws[1] * ws[2];
-        let bias = self.attn.position_bias(n)?;
+        let bias = self.attn.position_bias(n)?.unsqueeze(0)?;
         let windows = window_partition(&y, ws)?;
         let nw = windows.dim(0)? / b;
+        let (bias, class) = if shifted {
+            (bias.broadcast_add(&mask.masks.unsqueeze(1)?)?, mask.class.clone())
+        } else {
+            (bias, vec![0; nw])
+        };
+        let class = Tensor::from_vec(class, nw, x.device())?;
+
         let per_window = self.attn.num_heads * n * n;
         let chunk = (ATTENTION_CHUNK_ELEMS / per_window).clamp(1, nw);
         let mut outs = Vec::with_capacity(b * nw.div_ceil(chunk));
@@ -390,8 +452,7 @@ impl SwinBlock {
             for start in (0..nw).step_by(chunk) {
                 let len = chunk.min(nw - start);
                 let xw = windows.narrow(0, bi * nw + start, len)?;
-                let m = if shifted { Some(mask.narrow(0, start, len)?) } else { None };
-                outs.push(self.attn.forward(&xw, &bias, m.as_ref())?);
+                outs.push(self.attn.forward(&xw, &bias, &class.narrow(0, start, len)?)?);
             }
         }
         let attended = Tensor::cat(&outs, 0)?;
@@ -640,13 +701,26 @@ mod tests {
     #[test]
     fn mask_blocks_cross_region_attention() {
         let mask = attention_mask([14, 14, 14], [7, 7, 7], [3, 3, 3], &Device::Cpu).unwrap();
-        assert_eq!(mask.dims(), &[8, 343, 343]);
+        // 2×2×2 windows: one single-region window and seven with distinct splits.
+        assert_eq!(mask.class.len(), 8);
+        assert_eq!(mask.masks.dims(), &[8, 343, 343]);
         // The first window lies in a single region: no masking.
-        let first: f32 = mask.get(0).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        let first = mask.masks.get(mask.class[0] as usize).unwrap();
+        let first: f32 = first.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
         assert_eq!(first, 0.0);
         // The last window holds 8 regions: tokens (0,0,0) and (6,6,6) differ.
-        let last = mask.get(7).unwrap().get(0).unwrap().get(342).unwrap().to_scalar::<f32>().unwrap();
-        assert_eq!(last, MASK_VALUE);
+        let last = mask.masks.get(mask.class[7] as usize).unwrap();
+        let corner = last.get(0).unwrap().get(342).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(corner, MASK_VALUE);
+    }
+
+    #[test]
+    fn mask_classes_are_shared_by_inner_windows() {
+        let mask = attention_mask([28, 28, 28], [7, 7, 7], [3, 3, 3], &Device::Cpu).unwrap();
+        assert_eq!(mask.class.len(), 64);
+        assert_eq!(mask.masks.dim(0).unwrap(), 8);
+        // Window (0,0,0) and (1,2,1) are both interior: same class.
+        assert_eq!(mask.class[0], mask.class[16 + 2 * 4 + 1]);
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! Window attention, `softmax(scale·QKᵀ + bias + mask)·V`, for every window and head.
+//! Window attention, `softmax(scale·QKᵀ + bias[class(w)])·V`, for every window `w` and head.
+//!
+//! Shifted-window attention adds a mask that differs between windows, but only a few
+//! distinct masks exist (8 at most in 3-D), so the caller passes one combined
+//! bias-plus-mask table per window class and each window's class.
 //!
 //! Two paths compute the same thing:
 //! - a fused CPU kernel for inference: per (window, head) it multiplies Q and Kᵀ into
@@ -17,58 +21,47 @@ use super::norm::softmax_last_dim;
 /// Attention over windows.
 ///
 /// - `qkv`: `[nw, n, 3, heads, hd]`, the qkv projection of each window's tokens;
-/// - `bias`: `[heads, n, n]`, added to every window's logits;
-/// - `mask`: `[m, n, n]` with `nw` a multiple of `m`; window `w` uses `mask[w % m]`.
+/// - `bias`: `[m, heads, n, n]`, logits added per window class (position bias plus
+///   the class's shift mask);
+/// - `class`: `[nw]` u32, the class of each window, each below `m`.
 ///
 /// Returns `[nw, n, heads·hd]`, heads concatenated as in the input channels.
-pub fn window_attention(qkv: &Tensor, bias: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+pub fn window_attention(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Result<Tensor> {
     let (nw, n, three, heads, hd) = qkv.dims5()?;
     if three != 3 {
         bail!("window_attention: qkv must be [nw, n, 3, heads, hd], got {:?}", qkv.dims());
     }
-    if bias.dims() != [heads, n, n] {
-        bail!("window_attention: bias must be [{heads}, {n}, {n}], got {:?}", bias.dims());
+    let (m, bh, bn, bn2) = bias.dims4()?;
+    if (bh, bn, bn2) != (heads, n, n) || m == 0 {
+        bail!("window_attention: bias must be [m, {heads}, {n}, {n}], got {:?}", bias.dims());
     }
-    if let Some(mask) = mask {
-        let m = mask.dim(0)?;
-        if mask.dims()[1..] != [n, n] || m == 0 || nw % m != 0 {
-            bail!("window_attention: mask {:?} does not fit {nw} windows of {n} tokens", mask.dims());
-        }
+    if class.dims() != [nw] || class.dtype() != DType::U32 {
+        bail!("window_attention: class must be u32 [{nw}], got {:?} {:?}", class.dtype(), class.dims());
     }
 
     let fused = matches!(qkv.device(), Device::Cpu)
         && qkv.dtype() == DType::F32
-        && ![Some(qkv), Some(bias), mask].into_iter().flatten().any(Tensor::track_op);
+        && !qkv.track_op()
+        && !bias.track_op();
     if fused {
-        let mask = match mask {
-            Some(m) => m.contiguous()?,
-            None => Tensor::zeros((1, n, n), DType::F32, qkv.device())?,
-        };
         let out = qkv
             .contiguous()?
-            .apply_op3_no_bwd(&bias.contiguous()?, &mask, &FusedWindowAttention { scale })?;
+            .apply_op3_no_bwd(&bias.contiguous()?, &class.contiguous()?, &FusedWindowAttention { scale })?;
         // The kernel writes [nw, heads, n, hd]; bring the heads next to hd.
         return out.transpose(1, 2)?.reshape((nw, n, heads * hd));
     }
-    unfused(qkv, bias, mask, scale)
+    unfused(qkv, bias, class, scale)
 }
 
 /// The same computation with differentiable candle ops.
-fn unfused(qkv: &Tensor, bias: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+fn unfused(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Result<Tensor> {
     let (nw, n, _, heads, hd) = qkv.dims5()?;
     let qkv = qkv.permute((2, 0, 3, 1, 4))?;
     let q = (qkv.get(0)?.contiguous()? * scale)?;
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
 
-    let mut logits = q.matmul(&k.t()?)?.broadcast_add(&bias.unsqueeze(0)?)?;
-    if let Some(mask) = mask {
-        let m = mask.dim(0)?;
-        logits = logits
-            .reshape((nw / m, m, heads, n, n))?
-            .broadcast_add(&mask.unsqueeze(1)?.unsqueeze(0)?)?
-            .reshape((nw, heads, n, n))?;
-    }
+    let logits = (q.matmul(&k.t()?)? + bias.index_select(class, 0)?)?;
     let weights = softmax_last_dim(&logits)?;
     weights.matmul(&v)?.transpose(1, 2)?.reshape((nw, n, heads * hd))
 }
@@ -91,19 +84,24 @@ impl CustomOp3 for FusedWindowAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(qkv), CpuStorage::F32(bias), CpuStorage::F32(mask)) = (s1, s2, s3) else {
-            bail!("fused-window-attention: expected f32 operands");
+        let (CpuStorage::F32(qkv), CpuStorage::F32(bias), CpuStorage::U32(class)) = (s1, s2, s3) else {
+            bail!("fused-window-attention: expected f32 qkv and bias and u32 classes");
         };
         let &[nw, n, _, heads, hd] = l1.dims() else {
             bail!("fused-window-attention: qkv must be 5-D");
         };
-        let dims = Dims { n, heads, hd, masks: l3.dims()[0] };
-        let out = attend(contiguous(qkv, l1)?, contiguous(bias, l2)?, contiguous(mask, l3)?, dims, self.scale as f32);
+        let class = contiguous(class, l3)?;
+        let classes = l2.dims()[0];
+        if class.iter().any(|&c| c as usize >= classes) {
+            bail!("fused-window-attention: a window class is not below {classes}");
+        }
+        let dims = Dims { n, heads, hd };
+        let out = attend(contiguous(qkv, l1)?, contiguous(bias, l2)?, class, dims, self.scale as f32);
         Ok((CpuStorage::F32(out), Shape::from((nw, heads, n, hd))))
     }
 }
 
-fn contiguous<'a>(data: &'a [f32], layout: &Layout) -> Result<&'a [f32]> {
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => bail!("fused-window-attention: operand is not contiguous"),
@@ -115,12 +113,11 @@ struct Dims {
     n: usize,
     heads: usize,
     hd: usize,
-    masks: usize,
 }
 
 /// Output `[nw, heads, n, hd]`; one (window, head) pair per parallel task.
-fn attend(qkv: &[f32], bias: &[f32], mask: &[f32], d: Dims, scale: f32) -> Vec<f32> {
-    let Dims { n, heads, hd, masks } = d;
+fn attend(qkv: &[f32], bias: &[f32], class: &[u32], d: Dims, scale: f32) -> Vec<f32> {
+    let Dims { n, heads, hd } = d;
     let nw = qkv.len() / (n * 3 * heads * hd);
     let mut out = vec![0f32; nw * heads * n * hd];
     let token_stride = 3 * heads * hd;
@@ -148,10 +145,9 @@ fn attend(qkv: &[f32], bias: &[f32], mask: &[f32], d: Dims, scale: f32) -> Vec<f
                 );
             }
 
-            let bias = &bias[h * n * n..(h + 1) * n * n];
-            let mask = &mask[(w % masks) * n * n..(w % masks + 1) * n * n];
-            for ((row, b), m) in scores.chunks_mut(n).zip(bias.chunks(n)).zip(mask.chunks(n)) {
-                softmax_row(row, b, m);
+            let table = (class[w] as usize * heads + h) * n * n;
+            for (row, b) in scores.chunks_mut(n).zip(bias[table..table + n * n].chunks(n)) {
+                softmax_row(row, b);
             }
 
             // dst = P V, with V rows `token_stride` apart.
@@ -171,11 +167,11 @@ fn attend(qkv: &[f32], bias: &[f32], mask: &[f32], d: Dims, scale: f32) -> Vec<f
     out
 }
 
-/// `row ← softmax(row + bias + mask)` in place.
-fn softmax_row(row: &mut [f32], bias: &[f32], mask: &[f32]) {
+/// `row ← softmax(row + bias)` in place.
+fn softmax_row(row: &mut [f32], bias: &[f32]) {
     let mut max = f32::NEG_INFINITY;
-    for ((s, &b), &m) in row.iter_mut().zip(bias).zip(mask) {
-        *s += b + m;
+    for (s, &b) in row.iter_mut().zip(bias) {
+        *s += b;
         max = max.max(*s);
     }
     let mut sum = 0f32;
@@ -198,18 +194,24 @@ mod tests {
     }
 
     #[test]
-    fn fused_matches_tensor_ops_with_and_without_mask() {
+    fn fused_matches_tensor_ops_for_every_class() {
         let dev = Device::Cpu;
-        let (nw, n, heads, hd) = (6, 20, 3, 4);
+        let (nw, n, heads, hd, m) = (6, 20, 3, 4, 3);
         let qkv = Tensor::randn(0f32, 1.0, (nw, n, 3, heads, hd), &dev).unwrap();
-        let bias = Tensor::randn(0f32, 1.0, (heads, n, n), &dev).unwrap();
-        let mask = Tensor::randn(0f32, 1.0, (3, n, n), &dev).unwrap().ge(0.0).unwrap().to_dtype(DType::F32).unwrap();
-        let mask = (mask * -100.0).unwrap();
-        for m in [None, Some(&mask)] {
-            let fused = window_attention(&qkv, &bias, m, 0.5).unwrap();
-            let reference = unfused(&qkv, &bias, m, 0.5).unwrap();
-            assert_eq!(fused.dims(), &[nw, n, heads * hd]);
-            assert!(max_abs_diff(&fused, &reference) < 1e-5);
-        }
+        let bias = Tensor::randn(0f32, 1.0, (m, heads, n, n), &dev).unwrap();
+        let class = Tensor::new(&[0u32, 2, 1, 1, 0, 2], &dev).unwrap();
+        let fused = window_attention(&qkv, &bias, &class, 0.5).unwrap();
+        let reference = unfused(&qkv, &bias, &class, 0.5).unwrap();
+        assert_eq!(fused.dims(), &[nw, n, heads * hd]);
+        assert!(max_abs_diff(&fused, &reference) < 1e-5);
+    }
+
+    #[test]
+    fn class_out_of_range_is_an_error() {
+        let dev = Device::Cpu;
+        let qkv = Tensor::randn(0f32, 1.0, (2, 5, 3, 1, 2), &dev).unwrap();
+        let bias = Tensor::zeros((1, 1, 5, 5), DType::F32, &dev).unwrap();
+        let class = Tensor::new(&[0u32, 1], &dev).unwrap();
+        assert!(window_attention(&qkv, &bias, &class, 1.0).is_err());
     }
 }
