@@ -146,3 +146,52 @@ fn non_checkpoint_file_is_an_error() {
     let err = weights::load_encoder(&path, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("notes.pt"), "{err}");
 }
+
+#[test]
+fn window_spanning_input_equals_whole_volume() {
+    use prism::embed::{embed_tensor, EmbedOptions, Pooling};
+    let dir = reference_dir();
+    let encoder = weights::load_encoder(&dir.join("encoder.safetensors"), &Device::Cpu).unwrap();
+    let outputs = candle_core::safetensors::load(dir.join("outputs.safetensors"), &Device::Cpu).unwrap();
+    let input = &outputs["case0.input"]; // 64×64×96
+    for pooling in [Pooling::LastStage, Pooling::MultiScale] {
+        let whole = EmbedOptions { pooling, ..EmbedOptions::default() };
+        let windowed = EmbedOptions { roi: Some([64, 64, 96]), ..whole.clone() };
+        let a = embed_tensor(&encoder, input, &whole).unwrap();
+        let b = embed_tensor(&encoder, input, &windowed).unwrap();
+        assert_eq!(a, b, "{pooling:?}");
+    }
+    let reference = outputs["case0.embedding"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let whole = embed_tensor(&encoder, input, &EmbedOptions::default()).unwrap();
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (got, want) in whole.iter().zip(&reference) {
+        assert!((got - want).abs() <= 1e-4 * scale, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn overlapping_windows_average_aligned_features() {
+    use prism::embed::{embed_tensor, EmbedOptions};
+    let dir = reference_dir();
+    let encoder = weights::load_encoder(&dir.join("encoder.safetensors"), &Device::Cpu).unwrap();
+    let outputs = candle_core::safetensors::load(dir.join("outputs.safetensors"), &Device::Cpu).unwrap();
+    let input = &outputs["case0.input"];
+    // 64-voxel windows with half overlap: starts 0 and 32 along k (96 voxels).
+    let opts = EmbedOptions { roi: Some([64, 64, 64]), overlap: 0.5, ..EmbedOptions::default() };
+    let got = embed_tensor(&encoder, input, &opts).unwrap();
+
+    // The same by hand: the two windows' last-stage maps (2×2×2 cells each) placed at
+    // k-cells 0..2 and 1..3, averaged where they overlap, then the spatial mean.
+    let first = encoder.forward(&input.narrow(4, 0, 64).unwrap().contiguous().unwrap()).unwrap();
+    let second = encoder.forward(&input.narrow(4, 32, 64).unwrap().contiguous().unwrap()).unwrap();
+    let (a, b) = (&first[4], &second[4]);
+    let cell = |t: &Tensor, k: usize| t.narrow(4, k, 1).unwrap();
+    let k0 = cell(a, 0);
+    let k1 = ((cell(a, 1) + cell(b, 0)).unwrap() / 2.0).unwrap();
+    let k2 = cell(b, 1);
+    let stitched = Tensor::cat(&[k0, k1, k2], 4).unwrap();
+    let want = prism::model::swin::global_average(&stitched).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+    }
+}
