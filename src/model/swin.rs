@@ -20,7 +20,7 @@
 //! - Patch merging concatenates the 2×2×2 neighbours in MONAI 1.4.0's order, which
 //!   repeats two offsets and leaves out two (see [`MONAI_1_4_MERGE_ORDER`]).
 //! - The window shrinks on an axis whose feature size is ≤ the window, and that axis is
-//!   not shifted; the relative-position bias then uses the top-left `n×n` block of the
+//!   not shifted. The relative-position bias then uses the top-left `n×n` block of the
 //!   index built for the full window.
 //! - Odd blocks roll the features by −shift and mask cross-region attention with −100.
 //! - GELU is the exact (erf) form; layer norms and instance norms use eps 1e-5.
@@ -28,7 +28,7 @@
 //! Tensors inside the Swin stages are channel-last `[B, D, H, W, C]`; stage inputs and
 //! outputs are channel-first `[B, C, D, H, W]`, with D, H, W the NIfTI voxel axes i, j, k.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::ops;
@@ -65,7 +65,7 @@ pub const FULL_MERGE_ORDER: [(usize, usize, usize); 8] = [
     (1, 1, 1),
 ];
 
-/// Which neighbour order patch merging uses.
+/// Neighbour order of patch merging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merging {
     /// MONAI ≤ 1.4 `"merging"`: the order PRISM was trained with.
@@ -331,8 +331,8 @@ impl WindowAttention {
         })
     }
 
-    /// The bias `[heads, n, n]` for windows of `n` tokens: MONAI slices the full
-    /// window's index to its top-left `n×n` block, whatever the clipped window's shape.
+    /// Gathers the bias `[heads, n, n]` for windows of `n` tokens. MONAI slices the
+    /// full window's index to its top-left `n×n` block, whatever the clipped window's shape.
     fn position_bias(&self, n: usize) -> Result<Tensor> {
         let full = (self.full_index.len() as f64).sqrt() as usize;
         let mut idx = Vec::with_capacity(n * n);
@@ -663,9 +663,6 @@ pub fn global_average(stage: &Tensor) -> Result<Tensor> {
     stage.reshape((b, c, ()))?.mean(2)
 }
 
-/// Default PRISM input dtype; the encoder runs in f32 like the reference.
-pub const DTYPE: DType = DType::F32;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,7 +705,7 @@ mod tests {
         let first = mask.masks.get(mask.class[0] as usize).unwrap();
         let first: f32 = first.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
         assert_eq!(first, 0.0);
-        // The last window holds 8 regions: tokens (0,0,0) and (6,6,6) differ.
+        // The last window contains 8 regions: tokens (0,0,0) and (6,6,6) differ.
         let last = mask.masks.get(mask.class[7] as usize).unwrap();
         let corner = last.get(0).unwrap().get(342).unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(corner, MASK_VALUE);
