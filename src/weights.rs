@@ -187,12 +187,7 @@ pub fn convert_to_safetensors(input: &Path, output: &Path) -> Result<SwinConfig>
         .filter(|(k, _)| !k.ends_with("relative_position_index"))
         .collect();
 
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".prism-weights-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let tmp = crate::io::atomic::temp_file_beside(output)?;
     candle_core::safetensors::save(&kept, tmp.path()).map_err(|e| Error::file(output, e.to_string()))?;
     tmp.persist(output).map_err(|e| Error::io(output, e.error))?;
     Ok(cfg)

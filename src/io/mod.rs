@@ -10,6 +10,7 @@
 //! NIfTI-2, RGB, complex and float128 data, `.hdr/.img` pairs, 2-D and 5-D images
 //! and truncated or corrupt files are rejected with the reason.
 
+pub mod atomic;
 mod nifti;
 mod nifti_write;
 mod qform;

@@ -6,7 +6,6 @@
 //! temporary file with both transforms, their codes and `xyzt_units` chosen by
 //! the caller.
 
-use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
@@ -131,35 +130,7 @@ pub fn write_volume(path: &Path, vol: &Volume, opts: &WriteOptions) -> Result<()
 /// Writes `parts` to a hidden temporary file next to `path`, gzip-compressed when
 /// `gzip` is set, syncs it and renames it over `path`.
 fn write_atomically(path: &Path, gzip: bool, parts: &[&[u8]]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::file(
-            dir,
-            format!(
-                "output directory does not exist (needed for {})",
-                path.display()
-            ),
-        ));
-    }
-
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{file_name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // A plain 0666 request (narrowed by the umask) so that the renamed output gets
-    // the permissions of any newly created file; tempfile defaults to 0600.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o666));
-    }
-    let temp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let temp = super::atomic::temp_file_beside(path)?;
 
     // Failures name the requested output; the temporary file is removed on drop.
     let io_err = |e: std::io::Error| Error::io(path, e);
