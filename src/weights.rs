@@ -15,6 +15,7 @@
 //! interprets the tensor records of the pickle.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -187,8 +188,11 @@ pub fn convert_to_safetensors(input: &Path, output: &Path) -> Result<SwinConfig>
         .filter(|(k, _)| !k.ends_with("relative_position_index"))
         .collect();
 
-    let tmp = crate::io::atomic::temp_file_beside(output)?;
-    candle_core::safetensors::save(&kept, tmp.path()).map_err(|e| Error::file(output, e.to_string()))?;
+    // Serialized in memory and written through our own temporary file: the
+    // safetensors crate's file writer makes a 0600 temporary of its own.
+    let bytes = safetensors::serialize(&kept, None).map_err(|e| Error::file(output, e.to_string()))?;
+    let mut tmp = crate::io::atomic::temp_file_beside(output)?;
+    tmp.write_all(&bytes).and_then(|_| tmp.as_file().sync_all()).map_err(|e| Error::io(output, e))?;
     tmp.persist(output).map_err(|e| Error::io(output, e.error))?;
     Ok(cfg)
 }

@@ -112,6 +112,13 @@ fn converted_safetensors_gives_same_outputs() {
     assert!(diff <= 1e-4 * max_abs(&outputs["stage4"]), "converted stage 4: {diff}");
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "only the converted file remains");
+
+    // The output gets the permissions of any new file (0666 narrowed by the umask).
+    use std::os::unix::fs::PermissionsExt;
+    let plain = tmp.path().join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&plain));
 }
 
 #[test]
