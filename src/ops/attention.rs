@@ -16,6 +16,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fastmath::softmax_row;
 use super::norm::softmax_last_dim;
 
 /// Attention over windows.
@@ -165,24 +166,6 @@ fn attend(qkv: &[f32], bias: &[f32], class: &[u32], d: Dims, scale: f32) -> Vec<
         },
     );
     out
-}
-
-/// `row ← softmax(row + bias)` in place.
-fn softmax_row(row: &mut [f32], bias: &[f32]) {
-    let mut max = f32::NEG_INFINITY;
-    for (s, &b) in row.iter_mut().zip(bias) {
-        *s += b;
-        max = max.max(*s);
-    }
-    let mut sum = 0f32;
-    for s in row.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
-    for s in row.iter_mut() {
-        *s *= inv;
-    }
 }
 
 #[cfg(test)]

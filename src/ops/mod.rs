@@ -6,6 +6,7 @@ mod activation;
 mod attention;
 mod conv3d;
 mod element;
+mod fastmath;
 mod norm;
 mod pad;
 
