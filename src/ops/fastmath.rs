@@ -91,6 +91,61 @@ pub(crate) fn softmax_row(row: &mut [f32], bias: &[f32]) {
     softmax_row_generic(row, bias)
 }
 
+/// `erfc(|z|)` by the Chebyshev fit of Numerical Recipes (`erfcc`, fractional error
+/// below 1.2e−7 everywhere), written without branches so it vectorizes.
+#[inline(always)]
+fn erfc_abs(z: f32) -> f32 {
+    let a = z.abs();
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let p = 0.170_872_77;
+    let p = p * t - 0.822_152_23;
+    let p = p * t + 1.488_515_87;
+    let p = p * t - 1.135_203_98;
+    let p = p * t + 0.278_868_07;
+    let p = p * t - 0.186_288_06;
+    let p = p * t + 0.096_784_18;
+    let p = p * t + 0.374_091_96;
+    let p = p * t + 1.000_023_68;
+    let p = p * t - 1.265_512_23;
+    t * exp_poly(-a * a + p)
+}
+
+/// Exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, written with `c = erfc(|x|/√2)`:
+/// `x − 0.5·x·c` for `x ≥ 0` and `0.5·x·c` for `x < 0`, which keeps the small
+/// negative tail accurate instead of cancelling two numbers close to 1.
+#[inline(always)]
+fn gelu_erf_one(x: f32) -> f32 {
+    let half_tail = 0.5 * x * erfc_abs(x * std::f32::consts::FRAC_1_SQRT_2);
+    if x >= 0.0 {
+        x - half_tail
+    } else {
+        half_tail
+    }
+}
+
+#[inline(always)]
+fn gelu_erf_generic(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = gelu_erf_one(*v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_erf_avx512(values: &mut [f32]) {
+    gelu_erf_generic(values)
+}
+
+/// Applies the exact GELU to every value in place.
+pub(crate) fn gelu_erf_inplace(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { gelu_erf_avx512(values) };
+    }
+    gelu_erf_generic(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +160,20 @@ mod tests {
             x += 0.0137;
         }
         assert!(worst < 3e-7, "max relative error {worst}");
+    }
+
+    #[test]
+    fn gelu_matches_erf_definition() {
+        // Reference: 0.5·x·(1 + erf(x/√2)) with candle's f64 erf.
+        let mut x = -12.0f64;
+        while x < 12.0 {
+            let mut v = [x as f32];
+            gelu_erf_inplace(&mut v);
+            let want = 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2));
+            let tolerance = 4e-6 * want.abs() + 1e-9;
+            assert!((v[0] as f64 - want).abs() <= tolerance, "gelu({x}) = {} vs {want}", v[0]);
+            x += 0.0173;
+        }
     }
 
     #[test]
