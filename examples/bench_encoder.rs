@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let device = Device::Cpu;
 
-    // Random weights: a VarMap creates every tensor the encoder asks for, each is
+    // Random weights: a VarMap creates every tensor the encoder requests, each is
     // redrawn from N(0, 0.02²), and the encoder is rebuilt from detached copies, since
     // variables would make every operation record a backward graph.
     let cfg = SwinConfig::prism_base();

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::swin::global_average;
 use crate::model::SwinEncoder;
 
-/// Which stage outputs make up the embedding.
+/// Stage outputs that make up the embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pooling {
     LastStage,
@@ -102,10 +102,10 @@ fn pool(stages: &[Tensor]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Window start positions along one axis of length `n`: a regular grid whose step is
-/// `roi·(1 − overlap)` rounded down to a multiple of `align` (at least `align`), and a
-/// last window at `n − roi` rounded down to `align` (flush with the end when `n` and
-/// `roi` are multiples of `align`, which callers ensure).
+/// Returns window start positions along one axis of length `n`. They form a regular
+/// grid whose step is `roi·(1 − overlap)` rounded down to a multiple of `align` (at
+/// least `align`). The last window starts at `n − roi` rounded down to `align`, which
+/// is flush with the end because callers make `n` and `roi` multiples of `align`.
 pub fn window_starts(n: usize, roi: usize, overlap: f64, align: usize) -> Vec<usize> {
     if n <= roi {
         return vec![0];

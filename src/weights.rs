@@ -47,15 +47,15 @@ impl Checkpoint {
             })?
         };
         if tensors.is_empty() {
-            return Err(Error::file(path, "the checkpoint holds no tensors"));
+            return Err(Error::file(path, "the checkpoint contains no tensors"));
         }
         Ok(Checkpoint { tensors })
     }
 
-    /// The encoder's tensors with MONAI `SwinTransformer` names (no prefix).
+    /// Selects the encoder's tensors and names them as MONAI's `SwinTransformer` (no prefix).
     ///
-    /// `module.` is stripped everywhere; then, if any name starts with `swinViT.`,
-    /// only those are kept (this drops `D.swinViT.`, decoders and heads).
+    /// `module.` is stripped everywhere. Then, if any name starts with `swinViT.`,
+    /// only those are kept, which drops `D.swinViT.`, decoders and heads.
     pub fn encoder_tensors(&self, path: &Path) -> Result<HashMap<String, Tensor>> {
         let unwrapped: HashMap<String, Tensor> = self
             .tensors

@@ -2,7 +2,7 @@
 //!
 //! Runs use the small reference encoder (embed_dim 6, 96-value embeddings) and
 //! `--spacing 4`, which keeps each real scan to a 64³ network input so the suite
-//! stays fast; the numbers are not meaningful, the behaviour is what is tested.
+//! stays fast. The numbers carry no meaning, so the tests check behaviour.
 
 use std::path::{Path, PathBuf};
 
@@ -212,7 +212,7 @@ fn write_f32(path: &Path, data: Array3<f32>) {
     write_volume(path, &Volume::new(data, Affine::identity()), &WriteOptions::default()).unwrap();
 }
 
-/// A valid uncompressed NIfTI whose header is then patched at `offset`.
+/// Writes a valid uncompressed NIfTI and then patches its header at `offset`.
 fn patched_nii(path: &Path, offset: usize, bytes: &[u8]) {
     write_f32(path, Array3::from_elem((8, 8, 1), 1.0));
     let mut raw = std::fs::read(path).unwrap();
@@ -224,7 +224,7 @@ fn i16s(values: &[i16]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Each bad input alone: exit 1, one error line naming the file and the problem.
+/// Runs one bad input alone and expects exit 1 and one error line naming the file and the problem.
 fn assert_rejected(path: &Path, keyword: &str) {
     let out = embed().arg(path).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

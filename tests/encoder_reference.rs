@@ -55,7 +55,7 @@ fn pretraining_checkpoint_gives_same_encoder() {
     check_case(&encoder, &outputs, "case1");
 }
 
-/// One small encoder (embed_dim 3, window 3) saved by PyTorch in each accepted layout.
+/// Returns the folder of one small encoder (embed_dim 3, window 3) saved by PyTorch in each accepted layout.
 fn layouts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/layouts")
 }
@@ -142,7 +142,8 @@ fn misshaped_tensor_reports_both_shapes() {
     candle_core::safetensors::save(&tensors, &path).unwrap();
     let err = weights::load_encoder(&path, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("layers1.0.blocks.0.norm2.weight"), "{err}");
-    assert!(err.contains("[5]") && err.contains("[3]"), "{err}");
+    assert!(err.contains("[5]"), "{err}");
+    assert!(err.contains("[3]"), "{err}");
 }
 
 #[test]

@@ -55,7 +55,7 @@ pub struct EmbedCli {
     #[arg(long, value_name = "LO,HI", value_delimiter = ',', num_args = 2)]
     pub clip_percentiles: Option<Vec<f64>>,
 
-    /// Which stage outputs are pooled into the embedding
+    /// Stage outputs pooled into the embedding
     #[arg(long, value_enum, default_value_t = PoolingMode::Last)]
     pub pooling: PoolingMode,
 
@@ -98,7 +98,7 @@ pub enum PoolingMode {
     Multiscale,
 }
 
-/// The error for a run without weights: where PRISM's checkpoint comes from.
+/// Builds the error for a run without weights, saying where PRISM's checkpoint comes from.
 fn missing_weights() -> Error {
     Error::invalid(
         "no encoder weights: pass --weights FILE or set PRISM_WEIGHTS. The published PRISM \
@@ -144,7 +144,7 @@ impl EmbedCli {
     }
 }
 
-/// One value for all three axes, or three values.
+/// Expands one value to all three axes, or takes three values.
 fn three<T: Copy + std::fmt::Display>(flag: &str, values: &[T], valid: impl Fn(T) -> bool) -> Result<[T; 3]> {
     let out = match values {
         [v] => [*v; 3],

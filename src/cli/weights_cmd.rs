@@ -38,7 +38,7 @@ pub enum WeightsCommand {
     },
 }
 
-/// One line describing an encoder configuration.
+/// Describes an encoder configuration in one line.
 pub fn describe(cfg: &SwinConfig) -> String {
     format!(
         "embed_dim {} depths {:?} heads {:?} window {} patch {} mlp_ratio {} v2 {} embedding length {}",

@@ -5,11 +5,11 @@
 //! bias-plus-mask table per window class and each window's class.
 //!
 //! Two paths compute the same thing:
-//! - a fused CPU kernel for inference: per (window, head) it multiplies Q and Kᵀ into
+//! - a fused CPU kernel for inference. Per (window, head) it multiplies Q and Kᵀ into
 //!   an `n×n` score block that stays in cache, adds bias and mask, takes the softmax
-//!   and multiplies by V, so the `windows × heads × n × n` logits never exist in
-//!   memory at once (at PRISM's first stage on a 96³ input they would be 484 MB per
-//!   pass, read and written five times by separate ops);
+//!   and multiplies by V. So the `windows × heads × n × n` logits never exist in
+//!   memory at once: at PRISM's first stage on a 96³ input they would be 484 MB per
+//!   pass, read and written five times by separate ops.
 //! - candle tensor ops, used whenever a gradient is needed or the tensors are not on
 //!   the CPU.
 
@@ -54,7 +54,7 @@ pub fn window_attention(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64)
     unfused(qkv, bias, class, scale)
 }
 
-/// The same computation with differentiable candle ops.
+/// Computes the same with differentiable candle ops.
 fn unfused(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Result<Tensor> {
     let (nw, n, _, heads, hd) = qkv.dims5()?;
     let qkv = qkv.permute((2, 0, 3, 1, 4))?;
