@@ -8,7 +8,7 @@ complete -c prism-embed -l preprocess -d 'Preprocessing before the encoder: `pri
 none\t''"
 complete -c prism-embed -l spacing -d 'Target voxel spacing in mm for `--preprocess prism`: one value, or three for i,j,k' -r
 complete -c prism-embed -l clip-percentiles -d 'Clip intensities to these percentiles of the non-zero voxels before the z-score (for example 0.5,99.5); default: z-score only' -r
-complete -c prism-embed -l pooling -d 'Which stage outputs are pooled into the embedding' -r -f -a "last\t'Mean of the last stage output'
+complete -c prism-embed -l pooling -d 'Stage outputs pooled into the embedding' -r -f -a "last\t'Mean of the last stage output'
 multiscale\t'Means of all five stage outputs, concatenated'"
 complete -c prism-embed -l roi -d 'Embed in sliding windows of this size in voxels (one edge, or three for i,j,k; multiples of 32) instead of one whole-volume pass' -r
 complete -c prism-embed -l overlap -d 'Fraction of each window shared with its neighbour, in [0, 1)' -r

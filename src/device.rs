@@ -3,6 +3,10 @@
 //!
 //! The CUDA backend exists only in binaries built with the `cuda` cargo feature;
 //! other builds reject `cuda` with the command that builds one.
+//!
+//! NOTE: the `cuda` build has not been compiled or run on a GPU yet. On CUDA the
+//! encoder takes the portable candle-op paths (convolution, attention, GELU), which
+//! the CPU tests exercise, but no test checks them on a GPU.
 
 use std::fmt;
 use std::str::FromStr;

@@ -82,6 +82,11 @@ does (RAS+, 1 mm, foreground crop, z-score over non-zero voxels, padding to a
 multiple of 32), passed through the encoder, and pooled into one vector. Rows go
 to standard output, or to --output FILE, which a rerun resumes.
 
+Columns: id (the file name without .nii/.nii.gz, with parent folders prefixed when
+two inputs share a name, and _vN for volume N of a 4-D file), path, then emb_0 ...
+emb_{C-1}, the mean over space of the last stage output (C = 768 for the published
+model), or with --pooling multiscale s0_* ... s4_*, the means of all five stages.
+
 Exit status: 0 success, 1 some inputs failed, 2 invalid usage or configuration.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
