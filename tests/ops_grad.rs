@@ -10,7 +10,7 @@ use prism::ops::{
     pad3d, softmax_last_dim, Conv3dConfig,
 };
 
-const CONV_CASES: [&str; 8] = [
+const CONV_CASES: [&str; 10] = [
     "conv_k3_s1_p1_batch2_bias",
     "conv_k3_s2_p1_odd",
     "conv_patch_embed_k2_s2",
@@ -19,6 +19,8 @@ const CONV_CASES: [&str; 8] = [
     "conv_k3_s3_p2",
     "conv_k1_pointwise",
     "conv_k3_many_chunks",
+    "conv_k3_wide_output",
+    "conv_k2_s2_wide_output",
 ];
 
 /// Allowed max |actual - expected| relative to max |expected|, per dtype.

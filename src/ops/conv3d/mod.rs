@@ -8,6 +8,7 @@
 
 mod cpu;
 mod geometry;
+mod microkernel;
 mod portable;
 
 use candle_core::backend::BackendStorage;
@@ -15,8 +16,6 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Sh
 
 pub use geometry::Conv3dConfig;
 use geometry::ConvGeometry;
-
-use super::element::Element;
 
 /// Convolves `x` [N, C, D, H, W] with `w` [O, C, kd, kh, kw] and adds `bias` [O] if given;
 /// returns [N, O, D', H', W'] with `D' = (D + 2·padding - kd) / stride + 1` and likewise for H', W'.
@@ -116,7 +115,7 @@ trait Conv3dKernel {
     /// Expected shapes of the two operands and of the result.
     fn dims(&self) -> [[usize; 5]; 3];
 
-    fn run<T: Element>(&self, a: &[T], b: &[T]) -> Vec<T>;
+    fn run<T: cpu::ConvElement>(&self, a: &[T], b: &[T]) -> Vec<T>;
 }
 
 impl Conv3dKernel for Conv3dForward {
@@ -127,7 +126,7 @@ impl Conv3dKernel for Conv3dForward {
         [g.input_dims(), g.weight_dims(), g.output_dims()]
     }
 
-    fn run<T: Element>(&self, x: &[T], w: &[T]) -> Vec<T> {
+    fn run<T: cpu::ConvElement>(&self, x: &[T], w: &[T]) -> Vec<T> {
         cpu::forward(x, w, &self.geometry)
     }
 }
@@ -140,7 +139,7 @@ impl Conv3dKernel for Conv3dGradInput {
         [g.output_dims(), g.weight_dims(), g.input_dims()]
     }
 
-    fn run<T: Element>(&self, grad_out: &[T], w: &[T]) -> Vec<T> {
+    fn run<T: cpu::ConvElement>(&self, grad_out: &[T], w: &[T]) -> Vec<T> {
         cpu::grad_input(grad_out, w, &self.geometry)
     }
 }
@@ -153,7 +152,7 @@ impl Conv3dKernel for Conv3dGradWeight {
         [g.input_dims(), g.output_dims(), g.weight_dims()]
     }
 
-    fn run<T: Element>(&self, x: &[T], grad_out: &[T]) -> Vec<T> {
+    fn run<T: cpu::ConvElement>(&self, x: &[T], grad_out: &[T]) -> Vec<T> {
         cpu::grad_weight(x, grad_out, &self.geometry)
     }
 }
