@@ -1,7 +1,8 @@
 """Time torch.nn.functional.conv3d on the shapes of examples/bench_conv3d.rs, for comparison.
 
-Usage: python examples/bench_conv3d_torch.py [threads]  (default 2 threads).
-Prints the fastest of 10 calls, like the Rust benchmark.
+Usage: python examples/bench_conv3d_torch.py [--backward] [threads]  (default 2 threads).
+Prints the fastest of 10 calls, like the Rust benchmark; --backward also times forward plus
+the gradients w.r.t. input and weight.
 """
 
 import sys
@@ -31,17 +32,27 @@ def fastest(f, calls=10):
 
 
 def main():
-    threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    args = [a for a in sys.argv[1:] if a != "--backward"]
+    backward = "--backward" in sys.argv[1:]
+    threads = int(args[0]) if args else 2
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, threads: {threads}")
-    with torch.no_grad():
-        for name, c, o, s, k, stride, padding in CASES:
-            x = torch.randn(1, c, s, s, s)
-            w = torch.randn(o, c, k, k, k) * 0.1
+    for name, c, o, s, k, stride, padding in CASES:
+        x = torch.randn(1, c, s, s, s)
+        w = torch.randn(o, c, k, k, k) * 0.1
+        with torch.no_grad():
             out = F.conv3d(x, w, stride=stride, padding=padding)
             flops = 2.0 * out.numel() * c * k**3
             seconds = fastest(lambda: F.conv3d(x, w, stride=stride, padding=padding))
-            print(f"{name:12} forward  {seconds * 1e3:8.2f} ms  {flops / seconds / 1e9:7.1f} GFLOP/s")
+        print(f"{name:12} forward  {seconds * 1e3:8.2f} ms  {flops / seconds / 1e9:7.1f} GFLOP/s")
+        if backward:
+            xv, wv = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+
+            def step():
+                F.conv3d(xv, wv, stride=stride, padding=padding).sum().backward()
+
+            seconds = fastest(step)
+            print(f"{name:12} fwd+bwd  {seconds * 1e3:8.2f} ms  {3 * flops / seconds / 1e9:7.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,14 @@
 
 use candle_core::{Result, Tensor};
 
+use super::fused;
+
 /// Leaky ReLU, `x` where x > 0 and `negative_slope · x` elsewhere. The gradient at exactly 0 is
 /// `negative_slope`, as in torch.nn.functional.leaky_relu.
 pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
+    if !x.track_op() && fused::available(x) {
+        return fused::leaky_relu(x, negative_slope);
+    }
     x.gt(0.0)?.where_cond(x, &(x * negative_slope)?)
 }
 
@@ -12,5 +17,8 @@ pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
 /// differentiates `Tensor::gelu_erf` itself (with 1/√(2π) rounded to 0.398942, a relative
 /// gradient error below 1e-6).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if !x.track_op() && fused::available(x) {
+        return fused::gelu_erf(x);
+    }
     x.gelu_erf()
 }

@@ -5,6 +5,7 @@
 mod activation;
 mod conv3d;
 mod element;
+mod fused;
 mod norm;
 mod pad;
 

@@ -10,6 +10,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Sh
 use rayon::prelude::*;
 
 use super::element::Element;
+use super::fused;
 
 /// Normalizes `x` over its last axis to zero mean and unit variance, then scales by `weight` and
 /// shifts by `bias` (both [last axis size]), as torch.nn.functional.layer_norm: biased variance,
@@ -70,7 +71,11 @@ pub fn instance_norm3d(x: &Tensor, eps: f64) -> Result<Tensor> {
 /// Softmax over the last axis: exp(x - max) / Σ exp(x - max).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() {
-        return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
+        return if fused::available(x) {
+            fused::softmax_last_dim(x)
+        } else {
+            candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+        };
     }
     // Softmax does not change when a constant is subtracted per row, so the max needs no gradient.
     let max = x.max_keepdim(D::Minus1)?.detach();

@@ -14,8 +14,9 @@ use std::ops::Range;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gather;
 use super::geometry::ConvGeometry;
-use super::microkernel::{self, GatherKernel, GatherTile, Microkernel};
+use super::microkernel::{self, GatherKernel, Microkernel};
 use crate::ops::element::Element;
 
 /// Size of one im2col buffer, in elements. 256 Ki elements (1 MiB in f32) keep a chunk's
@@ -56,241 +57,12 @@ struct Chunk {
     voxels: Range<usize>,
 }
 
-/// Minimum share of real output channels in the gather kernel's channel panels (O rounded up to
-/// a multiple of the panel width). Below it, the explicit path wastes fewer products.
-const MIN_GATHER_EFFICIENCY: f64 = 0.75;
-
-/// Minimum taps (C·kd·kh·kw) for the gather path. With fewer, as in a 1-channel 2×2×2 patch
-/// embedding, writing the output dominates and the explicit path's contiguous stores are faster.
-const MIN_GATHER_DEPTH: usize = 64;
-
-/// Upper bound of [`GatherKernel::voxels`] over the kernels, for fixed-size delta arrays.
-const MAX_TILE_VOXELS: usize = 16;
-
 /// Computes the convolution of `x` [N, C, D, H, W] with `w` [O, C, kd, kh, kw]; returns [N, O, D', H', W'].
 pub(crate) fn forward<T: ConvElement>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     match T::gather_kernel() {
-        Some(kernel) if gather_applies(g, &kernel) => forward_gather(x, w, g, &kernel),
+        Some(kernel) if gather::applies(g, &kernel) => gather::forward(x, w, g, &kernel),
         _ => forward_explicit(x, w, g),
     }
-}
-
-fn gather_applies<T>(g: &ConvGeometry, kernel: &GatherKernel<T>) -> bool {
-    let panels = g.out_channels.div_ceil(kernel.channels);
-    let efficiency = g.out_channels as f64 / (panels * kernel.channels) as f64;
-    efficiency >= MIN_GATHER_EFFICIENCY
-        && g.col_rows() >= MIN_GATHER_DEPTH
-        && kernel.voxels <= MAX_TILE_VOXELS
-}
-
-/// Forward without an im2col matrix: the gather kernel reads every tap straight from a
-/// zero-padded copy of the sample (or from the sample itself when there is no padding). Beyond
-/// input and output it holds that copy and the packed weight.
-fn forward_gather<T: ConvElement>(
-    x: &[T],
-    w: &[T],
-    g: &ConvGeometry,
-    kernel: &GatherKernel<T>,
-) -> Vec<T> {
-    let k = g.col_rows();
-    let voxels = g.output_voxels();
-    let sample_in = g.in_channels * g.input_voxels();
-    let sample_out = g.out_channels * voxels;
-    let padded = PaddedLayout::new(g);
-
-    let offsets: Vec<isize> = (0..k)
-        .map(|row| {
-            let tap = Tap::new(row, g);
-            padded.index(tap.channel, tap.offset) as isize
-        })
-        .collect();
-    let mut packed_w = Vec::new();
-    kernel.pack_weight(w, (g.out_channels, k), &mut packed_w);
-
-    let needs_copy = g.padding != [0; 3];
-    let mut padded_sample = vec![
-        T::ZERO;
-        if needs_copy {
-            g.in_channels * padded.volume()
-        } else {
-            0
-        }
-    ];
-    let mut out = vec![T::ZERO; g.batch * sample_out];
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    let panel_len = k * kernel.channels;
-    let panels = g.out_channels.div_ceil(kernel.channels);
-    let ranges = voxel_ranges(voxels, gather_range_len(g, panels, kernel.voxels));
-    let tasks: Vec<(usize, Range<usize>)> = (0..panels)
-        .flat_map(|panel| ranges.iter().map(move |range| (panel, range.clone())))
-        .collect();
-
-    for sample in 0..g.batch {
-        let x = &x[sample * sample_in..][..sample_in];
-        let input: &[T] = if needs_copy {
-            pad_sample(x, g, &padded, &mut padded_sample);
-            &padded_sample
-        } else {
-            x
-        };
-        let range_len = ranges.first().map_or(0, |range| range.len());
-        let new_sums =
-            || vec![T::ZERO; range_len.next_multiple_of(kernel.voxels) * kernel.channels];
-        tasks
-            .par_iter()
-            .for_each_init(new_sums, |sums, (panel, range)| {
-                let weight = &packed_w[panel * panel_len..][..panel_len];
-                let channels =
-                    panel * kernel.channels..((panel + 1) * kernel.channels).min(g.out_channels);
-                // SAFETY: the tasks partition (output channel panel, voxel range) pairs of this
-                // sample, so this job is the only writer of those outputs.
-                let dst = unsafe { out_ptr.get().add(sample * sample_out) };
-                let operands = (input, weight, offsets.as_slice());
-                gather_range(
-                    g,
-                    &padded,
-                    kernel,
-                    operands,
-                    (channels, range.clone()),
-                    sums,
-                    dst,
-                );
-            });
-    }
-    out
-}
-
-/// Computes the outputs at voxels `range` (flat indices) of output channels `channels` (one
-/// panel, whose packed weight is `weight`) of one sample.
-fn gather_range<T: ConvElement>(
-    g: &ConvGeometry,
-    padded: &PaddedLayout,
-    kernel: &GatherKernel<T>,
-    (input, weight, offsets): (&[T], &[T], &[isize]),
-    (channels, range): (Range<usize>, Range<usize>),
-    sums: &mut [T],
-    sample_out: *mut T,
-) {
-    let voxels = g.output_voxels();
-    let bases: Vec<usize> = padded.output_bases(range.clone(), g).collect();
-    let tiles: Vec<(usize, usize, [isize; MAX_TILE_VOXELS])> = bases
-        .chunks(kernel.voxels)
-        .enumerate()
-        .map(|(t, tile_bases)| {
-            // A short last tile repeats its last voxel, whose outputs are then not stored.
-            let last = tile_bases.len() - 1;
-            let deltas =
-                std::array::from_fn(|j| (tile_bases[j.min(last)] - tile_bases[0]) as isize);
-            (range.start + t * kernel.voxels, tile_bases[0], deltas)
-        })
-        .collect();
-
-    // One depth block of the weight panel stays in cache while it sweeps all tiles of the range;
-    // the sums over depth blocks collect in `sums`, [range.len() rounded up to tiles][CHANNELS].
-    for depth in microkernel::depth_blocks(offsets.len()) {
-        let weight = &weight[depth.start * kernel.channels..depth.end * kernel.channels];
-        for (first, base, deltas) in &tiles {
-            let operands = GatherTile {
-                weight,
-                // SAFETY: base + delta + offset is the padded index of a tap of a real output
-                // voxel, inside `input`.
-                base: unsafe { input.as_ptr().add(*base) },
-                offsets: &offsets[depth.clone()],
-                deltas: &deltas[..kernel.voxels],
-                dst: sums[(first - range.start) * kernel.channels..].as_mut_ptr(),
-                accumulate: depth.start > 0,
-            };
-            // SAFETY: weight holds the depth block × CHANNELS, deltas has VOXELS entries, sums
-            // has room for VOXELS × CHANNELS values from dst, and every read address is in
-            // `input` (above).
-            unsafe { kernel.run(&operands) };
-        }
-    }
-
-    for (c, o) in channels.enumerate() {
-        for (i, v) in range.clone().enumerate() {
-            // SAFETY: o < O and v < D'·H'·W', inside this sample's output, which the caller
-            // lets this job write at these channels and voxels.
-            unsafe { *sample_out.add(o * voxels + v) = sums[i * kernel.channels + c] };
-        }
-    }
-}
-
-/// Output voxels per task of the gather path, a multiple of the tile's voxel count. Each task
-/// sweeps one weight panel over its voxels, so ranges are as long as the balance allows (four
-/// tasks per thread over all panels) and at most 1024 voxels, to keep the input they touch in cache.
-fn gather_range_len(g: &ConvGeometry, panels: usize, granule: usize) -> usize {
-    let ranges_wanted = (4 * rayon::current_num_threads()).div_ceil(panels);
-    let len = g.output_voxels().div_ceil(ranges_wanted).min(1024);
-    len.div_ceil(granule) * granule
-}
-
-/// Index arithmetic of a zero-padded copy of one sample, [C, D + 2pd, H + 2ph, W + 2pw].
-struct PaddedLayout {
-    dims: [usize; 3],
-}
-
-impl PaddedLayout {
-    fn new(g: &ConvGeometry) -> Self {
-        Self {
-            dims: std::array::from_fn(|axis| g.input[axis] + 2 * g.padding[axis]),
-        }
-    }
-
-    fn plane(&self) -> usize {
-        self.dims[1] * self.dims[2]
-    }
-
-    fn volume(&self) -> usize {
-        self.dims[0] * self.plane()
-    }
-
-    fn index(&self, channel: usize, [z, y, x]: [usize; 3]) -> usize {
-        channel * self.volume() + z * self.plane() + y * self.dims[2] + x
-    }
-
-    /// Padded index of the first tap (channel 0, offset 0) of each output voxel in `voxels`
-    /// (flat over D'·H'·W').
-    fn output_bases(
-        &self,
-        voxels: Range<usize>,
-        g: &ConvGeometry,
-    ) -> impl Iterator<Item = usize> + '_ {
-        let [_, out_h, out_w] = g.output;
-        let stride = g.stride;
-        let start = voxels.start;
-        let mut position = [
-            start / (out_h * out_w),
-            (start / out_w) % out_h,
-            start % out_w,
-        ];
-        voxels.map(move |_| {
-            let [od, oh, ow] = position;
-            let base = self.index(0, [od * stride[0], oh * stride[1], ow * stride[2]]);
-            position = match (ow + 1 < out_w, oh + 1 < out_h) {
-                (true, _) => [od, oh, ow + 1],
-                (false, true) => [od, oh + 1, 0],
-                (false, false) => [od + 1, 0, 0],
-            };
-            base
-        })
-    }
-}
-
-/// Copies one sample [C, D, H, W] into the interior of `padded`, whose border stays zero from
-/// its allocation.
-fn pad_sample<T: Element>(x: &[T], g: &ConvGeometry, layout: &PaddedLayout, padded: &mut [T]) {
-    let [d, h, w] = g.input;
-    let [pd, ph, pw] = g.padding;
-    padded
-        .par_chunks_mut(layout.volume())
-        .zip(x.par_chunks(d * h * w))
-        .for_each(|(dst, src)| {
-            for (line, values) in src.chunks_exact(w).enumerate() {
-                let (z, y) = (line / h, line % h);
-                dst[layout.index(0, [z + pd, y + ph, pw])..][..w].copy_from_slice(values);
-            }
-        });
 }
 
 /// Forward through an explicit im2col matrix per chunk of output voxels.
@@ -364,6 +136,16 @@ fn forward_explicit<T: ConvElement>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T
 
 /// Computes the gradient of the loss w.r.t. the weight, Σ grad_out · im2col(x)ᵀ; returns [O, C, kd, kh, kw].
 pub(crate) fn grad_weight<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeometry) -> Vec<T> {
+    if let Some(kernel) = T::gather_kernel() {
+        if gather::applies(g, &kernel) {
+            return gather::grad_weight(x, grad_out, g, &kernel);
+        }
+    }
+    grad_weight_explicit(x, grad_out, g)
+}
+
+/// Weight gradient through an explicit im2col matrix per chunk of output voxels.
+fn grad_weight_explicit<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeometry) -> Vec<T> {
     let k = g.col_rows();
     let voxels = g.output_voxels();
     let sample_in = g.in_channels * g.input_voxels();
@@ -392,8 +174,11 @@ pub(crate) fn grad_weight<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeome
                 Some(kernel) => {
                     let col = &mut state.col;
                     im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
-                        for (i, &value) in values.iter().enumerate() {
-                            col[kernel.rhs_index(cols, col_index + i, row)] = value;
+                        // Row `row` of the im2col matrix is column `row` of colᵀ: one lane of
+                        // one panel, NR elements apart.
+                        let start = kernel.rhs_index(cols, col_index, row);
+                        for (d, &value) in col[start..].iter_mut().step_by(kernel.nr).zip(values) {
+                            *d = value;
                         }
                     });
                     kernel.pack_lhs(
@@ -555,7 +340,7 @@ fn chunks(g: &ConvGeometry, chunk_len: usize) -> Vec<Chunk> {
 }
 
 /// Splits 0..voxels into ranges of at most `len`.
-fn voxel_ranges(voxels: usize, len: usize) -> Vec<Range<usize>> {
+pub(super) fn voxel_ranges(voxels: usize, len: usize) -> Vec<Range<usize>> {
     (0..voxels)
         .step_by(len)
         .map(|start| start..(start + len).min(voxels))
@@ -671,9 +456,9 @@ fn row_segments(voxels: Range<usize>, out_w: usize) -> impl Iterator<Item = RowS
 }
 
 /// One row of the im2col matrix: an input channel and a kernel offset (z, y, x).
-struct Tap {
-    channel: usize,
-    offset: [usize; 3],
+pub(super) struct Tap {
+    pub channel: usize,
+    pub offset: [usize; 3],
     /// Output positions along W' whose input voxel lies inside the unpadded line.
     valid: Range<usize>,
     stride: usize,
@@ -682,7 +467,7 @@ struct Tap {
 }
 
 impl Tap {
-    fn new(tap_row: usize, g: &ConvGeometry) -> Self {
+    pub fn new(tap_row: usize, g: &ConvGeometry) -> Self {
         let [_, kh, kw] = g.kernel;
         let taps_per_channel: usize = g.kernel.iter().product();
         let within = tap_row % taps_per_channel;
@@ -833,14 +618,14 @@ unsafe fn gemm_into<T: Element>(
 
 /// A raw pointer that rayon jobs may share because each writes a disjoint part of the buffer.
 #[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
+pub(super) struct SyncPtr<T>(pub *mut T);
 
 // SAFETY: users write disjoint regions only; see the SAFETY comments at each use.
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 
 impl<T> SyncPtr<T> {
-    fn get(self) -> *mut T {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }
@@ -1002,7 +787,7 @@ mod tests {
         ];
         for g in cases {
             assert!(
-                gather_applies(&g, &f32::gather_kernel().unwrap()),
+                gather::applies(&g, &f32::gather_kernel().unwrap()),
                 "{g:?} does not use the gather path"
             );
             let x = pseudo_random(g.batch * g.in_channels * g.input_voxels(), 11);

@@ -7,6 +7,7 @@
 //! that candle differentiates itself.
 
 mod cpu;
+mod gather;
 mod geometry;
 mod microkernel;
 mod portable;
