@@ -100,11 +100,11 @@ fn tolerance(dtype: DType) -> f64 {
     }
 }
 
-fn assert_matches(what: &str, actual: &Tensor, expected: &Tensor, dtype: DType) {
+fn assert_matches(label: &str, actual: &Tensor, expected: &Tensor, dtype: DType) {
     let error = relative_error(actual, expected);
     assert!(
         error <= tolerance(dtype),
-        "{what} ({dtype:?}): relative error {error:e}"
+        "{label} ({dtype:?}): relative error {error:e}"
     );
 }
 

@@ -1,13 +1,17 @@
-//! CPU kernels of conv3d for f32 and f64: im2col + matrix product over chunks of output voxels.
+//! CPU kernels of conv3d for f32 and f64, and the choice between them.
 //!
-//! Memory: a whole 48-channel 48³ volume would need a 573 MB im2col matrix for a 3×3×3 kernel,
-//! so every kernel here builds the matrix for one chunk of output voxels at a time, in a buffer
-//! of about `COL_BUFFER_ELEMENTS` elements per rayon job, and multiplies it right away.
+//! - Gather path ([`super::gather`]): f32 on AVX-512 CPUs when the output channels fill the
+//!   kernel's 48-wide panels and there are enough taps per output. It reads the input directly.
+//! - Explicit path (here): builds the im2col matrix of one chunk of output voxels at a time and
+//!   multiplies it with the packed 12×32 kernel (f32 on AVX-512 CPUs) or the `gemm` crate
+//!   (f64, other CPUs). A whole 48-channel 48³ volume would need a 573 MB matrix for a 3×3×3
+//!   kernel, so each rayon job keeps one buffer of about `COL_BUFFER_ELEMENTS` elements.
+//! - Input gradient: the forward pass of the flipped kernel where the stride is 1 (and the
+//!   padding smaller than the kernel), else wᵀ·grad_out per chunk followed by col2im.
 //!
 //! The im2col matrix of a chunk has K = C·kd·kh·kw rows, ordered like the weight's
 //! [C, kd, kh, kw] axes, and one column per output voxel of the chunk (flat index over
-//! D'·H'·W' of one sample). f32 on AVX-512 CPUs uses the packed kernel of [`super::microkernel`];
-//! every other case calls the `gemm` crate on a row-major matrix.
+//! D'·H'·W' of one sample).
 
 use std::ops::Range;
 
@@ -19,12 +23,11 @@ use super::geometry::ConvGeometry;
 use super::microkernel::{self, GatherKernel, Microkernel};
 use crate::ops::element::Element;
 
-/// Size of one im2col buffer, in elements. 256 Ki elements (1 MiB in f32) keep a chunk's
-/// matrix within a 1 MiB L2 cache; picked by timing `examples/bench_conv3d.rs` with buffers of
-/// 2^16 to 2^22 elements on a 2-core AMD EPYC (Zen 4).
+/// Size of one im2col buffer, in elements: 1 MiB in f32, so that a chunk's matrix fits a 1 MiB
+/// or larger L2 cache.
 const COL_BUFFER_ELEMENTS: usize = 1 << 18;
 
-/// Element types of the conv3d kernels, with the packed microkernel where the CPU has one.
+/// Element types of the conv3d kernels, with the AVX-512 kernels where the CPU has them.
 pub(crate) trait ConvElement: Element {
     fn microkernel() -> Option<Microkernel<Self>>;
     fn gather_kernel() -> Option<GatherKernel<Self>>;
@@ -316,8 +319,8 @@ fn grad_input_col2im<T: Element>(grad_out: &[T], w: &[T], g: &ConvGeometry) -> V
             row_stride: cols,
             accumulate: false,
         };
-        // SAFETY: col holds at least [K, cols]; lhs reads w [O, K] transposed; rhs spans O rows
-        // of `cols` columns inside grad_out.
+        // SAFETY: col has room for [K, cols], lhs reads w [O, K] transposed, and rhs spans O
+        // rows of `cols` columns inside grad_out.
         unsafe { gemm_into((k, cols, g.out_channels), dst, lhs, rhs, parallelism) };
 
         let grad_x = &mut grad_x[chunk.sample * sample_in..][..sample_in];
@@ -350,18 +353,14 @@ pub(super) fn voxel_ranges(voxels: usize, len: usize) -> Vec<Range<usize>> {
 /// Output voxels per chunk, a multiple of `granule` (the packed kernel's panel width): as many
 /// as fit the buffer budget, but few enough that every thread gets at least four chunks.
 fn chunk_len(g: &ConvGeometry, granule: usize) -> usize {
-    let budget = std::env::var("PRISM_CONV_BUFFER")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(COL_BUFFER_ELEMENTS);
-    let by_budget = budget / g.col_rows();
+    let by_budget = COL_BUFFER_ELEMENTS / g.col_rows();
     let by_balance = (g.batch * g.output_voxels()).div_ceil(4 * rayon::current_num_threads());
     let len = by_budget.min(by_balance).min(g.output_voxels());
     (len / granule * granule).max(granule)
 }
 
 /// Passes, for every row of the im2col matrix and every output row within `voxels`, the input
-/// values under that kernel tap to `store(row, first column, values)`; taps that fall into the
+/// values under that kernel tap to `store(row, first column, values)`. Taps that fall into the
 /// zero padding give 0. `x` is one sample [C, D, H, W].
 fn im2col<T: Element>(
     x: &[T],

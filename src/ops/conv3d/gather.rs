@@ -28,6 +28,7 @@ const GRAD_WEIGHT_VOXEL_BLOCK: usize = 1024;
 /// Upper bound of [`GatherKernel::voxels`] over the kernels, for fixed-size delta arrays.
 const MAX_TILE_VOXELS: usize = 16;
 
+/// Returns whether the gather path should compute convolution `g` with `kernel`.
 pub(super) fn applies<T>(g: &ConvGeometry, kernel: &GatherKernel<T>) -> bool {
     let panels = g.out_channels.div_ceil(kernel.channels);
     let efficiency = g.out_channels as f64 / (panels * kernel.channels) as f64;
@@ -36,9 +37,9 @@ pub(super) fn applies<T>(g: &ConvGeometry, kernel: &GatherKernel<T>) -> bool {
         && kernel.voxels <= MAX_TILE_VOXELS
 }
 
-/// Forward without an im2col matrix: the gather kernel reads every tap straight from a
-/// zero-padded copy of the sample (or from the sample itself when there is no padding). Beyond
-/// input and output it holds that copy and the packed weight.
+/// Computes the forward pass: each task sweeps one packed weight panel (k × 48 channels) over a
+/// range of output voxels. Beyond input and output it allocates the padded copy of one sample
+/// and the packed weight.
 pub(super) fn forward<T: ConvElement>(
     x: &[T],
     w: &[T],
@@ -55,15 +56,7 @@ pub(super) fn forward<T: ConvElement>(
     let mut packed_w = Vec::new();
     kernel.pack_weight(w, (g.out_channels, k), &mut packed_w);
 
-    let needs_copy = g.padding != [0; 3];
-    let mut padded_sample = vec![
-        T::ZERO;
-        if needs_copy {
-            g.in_channels * padded.volume()
-        } else {
-            0
-        }
-    ];
+    let mut padded_sample = Vec::new();
     let mut out = vec![T::ZERO; g.batch * sample_out];
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let panel_len = k * kernel.channels;
@@ -74,13 +67,12 @@ pub(super) fn forward<T: ConvElement>(
         .collect();
 
     for sample in 0..g.batch {
-        let x = &x[sample * sample_in..][..sample_in];
-        let input: &[T] = if needs_copy {
-            pad_sample(x, g, &padded, &mut padded_sample);
-            &padded_sample
-        } else {
-            x
-        };
+        let input = sample_input(
+            &x[sample * sample_in..][..sample_in],
+            g,
+            &padded,
+            &mut padded_sample,
+        );
         let range_len = ranges.first().map_or(0, |range| range.len());
         let new_sums =
             || vec![T::ZERO; range_len.next_multiple_of(kernel.voxels) * kernel.channels];
@@ -112,8 +104,8 @@ pub(super) fn forward<T: ConvElement>(
 /// with the gather kernel in swapped roles: a tile's VOXELS rows are taps, its lanes output
 /// channels, and its depth output voxels, with grad_out packed as [panel][v][CHANNELS]. Each
 /// parallel task owns the sums of one channel panel and a run of taps, so no reduction is
-/// needed. Beyond the operands it holds the padded sample, the packed grad_out of one sample
-/// and the sums. Returns [O, C, kd, kh, kw].
+/// needed. Beyond the operands it allocates the padded sample, the packed grad_out of one
+/// sample and the sums. Returns [O, C, kd, kh, kw].
 pub(super) fn grad_weight<T: ConvElement>(
     x: &[T],
     grad_out: &[T],
@@ -138,40 +130,20 @@ pub(super) fn grad_weight<T: ConvElement>(
         .step_by(kernel.voxels)
         .map(|first| std::array::from_fn(|j| offsets[(first + j).min(k - 1)]))
         .collect();
-    let tile_count = tap_tiles.len();
-    let groups = (4 * rayon::current_num_threads())
-        .div_ceil(panels)
-        .min(tile_count);
-    let tiles_per_group = tile_count.div_ceil(groups);
-    let tasks: Vec<(usize, Range<usize>)> = (0..panels)
-        .flat_map(|panel| {
-            (0..tile_count)
-                .step_by(tiles_per_group)
-                .map(move |first| (panel, first..(first + tiles_per_group).min(tile_count)))
-        })
-        .collect();
+    let tasks = grad_weight_tasks(panels, tap_tiles.len());
 
     // Sums over all samples and voxels, [panel][padded tap][CHANNELS].
     let mut sums = vec![T::ZERO; panels * padded_taps * kernel.channels];
     let sums_ptr = SyncPtr(sums.as_mut_ptr());
-    let needs_copy = g.padding != [0; 3];
-    let mut padded_sample = vec![
-        T::ZERO;
-        if needs_copy {
-            g.in_channels * padded.volume()
-        } else {
-            0
-        }
-    ];
+    let mut padded_sample = Vec::new();
     let mut packed = Vec::new();
     for sample in 0..g.batch {
-        let x = &x[sample * sample_in..][..sample_in];
-        let input: &[T] = if needs_copy {
-            pad_sample(x, g, &padded, &mut padded_sample);
-            &padded_sample
-        } else {
-            x
-        };
+        let input = sample_input(
+            &x[sample * sample_in..][..sample_in],
+            g,
+            &padded,
+            &mut padded_sample,
+        );
         pack_transposed(
             &grad_out[sample * sample_out..][..sample_out],
             g,
@@ -199,9 +171,9 @@ pub(super) fn grad_weight<T: ConvElement>(
                         dst: unsafe { sums_ptr.get().add(row * kernel.channels) },
                         accumulate: true,
                     };
-                    // SAFETY: weight holds depth.len() × CHANNELS values; every
-                    // base(v) + offset(k) is the padded index of a tap of a real output voxel,
-                    // inside `input`; dst is in bounds (above).
+                    // SAFETY: weight has depth.len() × CHANNELS values, and dst is in bounds
+                    // (above). Every base(v) + offset(k) is the padded index of a tap of a real
+                    // output voxel, inside `input`.
                     unsafe { kernel.run(&operands) };
                 }
             }
@@ -216,6 +188,22 @@ pub(super) fn grad_weight<T: ConvElement>(
         }
     }
     grad_w
+}
+
+/// Splits (channel panel, tap tile) pairs into tasks, (panel, tile range), enough for four
+/// tasks per thread.
+fn grad_weight_tasks(panels: usize, tiles: usize) -> Vec<(usize, Range<usize>)> {
+    let groups = (4 * rayon::current_num_threads())
+        .div_ceil(panels)
+        .min(tiles);
+    let per_group = tiles.div_ceil(groups);
+    (0..panels)
+        .flat_map(|panel| {
+            (0..tiles)
+                .step_by(per_group)
+                .map(move |first| (panel, first..(first + per_group).min(tiles)))
+        })
+        .collect()
 }
 
 /// Packs one sample's grad_out [O, voxels] as [panel][voxels][CHANNELS], zero-padding the
@@ -279,8 +267,8 @@ fn gather_range<T: ConvElement>(
         })
         .collect();
 
-    // One depth block of the weight panel stays in cache while it sweeps all tiles of the range;
-    // the sums over depth blocks collect in `sums`, [range.len() rounded up to tiles][CHANNELS].
+    // One depth block of the weight panel stays in cache while it sweeps all tiles of the range.
+    // The sums over depth blocks collect in `sums`, [range.len() rounded up to tiles][CHANNELS].
     for depth in microkernel::depth_blocks(offsets.len()) {
         let weight = &weight[depth.start * kernel.channels..depth.end * kernel.channels];
         for (first, base, deltas) in &tiles {
@@ -314,8 +302,8 @@ fn gather_range<T: ConvElement>(
 /// sweeps one weight panel over its voxels, so ranges are as long as the balance allows (four
 /// tasks per thread over all panels) and at most 1024 voxels, to keep the input they touch in cache.
 fn gather_range_len(g: &ConvGeometry, panels: usize, granule: usize) -> usize {
-    let ranges_wanted = (4 * rayon::current_num_threads()).div_ceil(panels);
-    let len = g.output_voxels().div_ceil(ranges_wanted).min(1024);
+    let target_ranges = (4 * rayon::current_num_threads()).div_ceil(panels);
+    let len = g.output_voxels().div_ceil(target_ranges).min(1024);
     len.div_ceil(granule) * granule
 }
 
@@ -371,8 +359,26 @@ impl PaddedLayout {
     }
 }
 
-/// Copies one sample [C, D, H, W] into the interior of `padded`, whose border stays zero from
-/// its allocation.
+/// Returns the array the taps of one sample [C, D, H, W] are read from: the sample itself when
+/// there is no padding, else its zero-padded copy, written into `buffer`.
+fn sample_input<'a, T: Element>(
+    x: &'a [T],
+    g: &ConvGeometry,
+    layout: &PaddedLayout,
+    buffer: &'a mut Vec<T>,
+) -> &'a [T] {
+    if g.padding == [0; 3] {
+        return x;
+    }
+    // The border is written once, here, and stays zero for later samples.
+    if buffer.is_empty() {
+        buffer.resize(g.in_channels * layout.volume(), T::ZERO);
+    }
+    pad_sample(x, g, layout, buffer);
+    buffer
+}
+
+/// Copies one sample [C, D, H, W] into the interior of `padded`.
 fn pad_sample<T: Element>(x: &[T], g: &ConvGeometry, layout: &PaddedLayout, padded: &mut [T]) {
     let [d, h, w] = g.input;
     let [pd, ph, pw] = g.padding;
