@@ -18,7 +18,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Sh
 pub use geometry::Conv3dConfig;
 use geometry::ConvGeometry;
 
-/// Convolves `x` [N, C, D, H, W] with `w` [O, C, kd, kh, kw] and adds `bias` [O] if given.
+/// Convolves `x` [N, C, D, H, W] with `w` [O, C, kd, kh, kw] and adds `bias` of shape `[O]` if given.
 /// Returns [N, O, D', H', W'], where D' = (D + 2·padding - kd) / stride + 1 rounded down, and
 /// likewise for H' and W'.
 pub fn conv3d(
