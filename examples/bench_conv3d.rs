@@ -1,8 +1,11 @@
 //! Times `prism::ops::conv3d` on the convolutions of the PRISM-B encoder (embed_dim 48, 96³ input).
 //!
-//! Usage: `cargo run --release --example bench_conv3d [-- --backward]`. Prints milliseconds per
-//! call and GFLOP/s (2·O·C·kd·kh·kw·D'·H'·W' per forward call) for each shape; `--backward` also
-//! times the gradients w.r.t. input and weight. Rayon's thread count follows RAYON_NUM_THREADS.
+//! Usage: `cargo run --release --example bench_conv3d [-- [--backward] [NAME...]]`, where NAME
+//! selects the shapes whose name contains it (`"stage 3"`). Prints the fastest of 10
+//! calls in milliseconds and as GFLOP/s (2·O·C·kd·kh·kw·D'·H'·W' per forward call) for each
+//! shape; `--backward` also times the gradients w.r.t. input and weight. Rayon's thread count
+//! follows RAYON_NUM_THREADS. `bench_conv3d_torch.py` beside this file times torch on the same
+//! shapes.
 
 use std::time::Instant;
 
@@ -69,10 +72,15 @@ const CASES: [Case; 5] = [
 ];
 
 fn main() -> Result<()> {
-    let backward = std::env::args().any(|arg| arg == "--backward");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backward = args.iter().any(|arg| arg == "--backward");
+    let only: Vec<&String> = args.iter().filter(|arg| !arg.starts_with("--")).collect();
     println!("threads: {}", rayon::current_num_threads());
 
-    for case in &CASES {
+    for case in CASES
+        .iter()
+        .filter(|case| only.is_empty() || only.iter().any(|name| case.name.contains(name.as_str())))
+    {
         let device = Device::Cpu;
         let s = case.size;
         let k = case.kernel;
@@ -118,14 +126,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` once to warm up, then repeatedly for at least a second; returns seconds per call.
+/// Runs `f` once to warm up, then 10 times; returns the fastest call in seconds. The fastest
+/// call is the most repeatable figure on a machine that other jobs share.
 fn time_per_call(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
-    let start = Instant::now();
-    let mut calls = 0;
-    while calls < 3 || start.elapsed().as_secs_f64() < 1.0 {
+    let mut best = f64::INFINITY;
+    for _ in 0..10 {
+        let start = Instant::now();
         f()?;
-        calls += 1;
+        best = best.min(start.elapsed().as_secs_f64());
     }
-    Ok(start.elapsed().as_secs_f64() / calls as f64)
+    Ok(best)
 }

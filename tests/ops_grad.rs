@@ -10,7 +10,7 @@ use prism::ops::{
     pad3d, softmax_last_dim, Conv3dConfig,
 };
 
-const CONV_CASES: [&str; 8] = [
+const CONV_CASES: [&str; 10] = [
     "conv_k3_s1_p1_batch2_bias",
     "conv_k3_s2_p1_odd",
     "conv_patch_embed_k2_s2",
@@ -19,6 +19,8 @@ const CONV_CASES: [&str; 8] = [
     "conv_k3_s3_p2",
     "conv_k1_pointwise",
     "conv_k3_many_chunks",
+    "conv_k3_wide_output",
+    "conv_k2_s2_wide_output",
 ];
 
 /// Allowed max |actual - expected| relative to max |expected|, per dtype.
@@ -98,11 +100,11 @@ fn tolerance(dtype: DType) -> f64 {
     }
 }
 
-fn assert_matches(what: &str, actual: &Tensor, expected: &Tensor, dtype: DType) {
+fn assert_matches(label: &str, actual: &Tensor, expected: &Tensor, dtype: DType) {
     let error = relative_error(actual, expected);
     assert!(
         error <= tolerance(dtype),
-        "{what} ({dtype:?}): relative error {error:e}"
+        "{label} ({dtype:?}): relative error {error:e}"
     );
 }
 
@@ -577,4 +579,85 @@ fn pseudo_random(dims: &[usize], seed: u64) -> Tensor {
         })
         .collect();
     Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
+}
+
+/// Runs `f` on `x` as a constant (fused inference kernels) and as a variable (composed ops).
+fn fused_and_composed(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> (Vec<f64>, Vec<f64>) {
+    let fused = f(x).unwrap();
+    let composed = f(Var::from_tensor(x).unwrap().as_tensor()).unwrap();
+    (values(&fused), values(&composed))
+}
+
+#[test]
+fn softmax_fused_matches_composed() {
+    // Row lengths with and without a partial 16-lane tail; logits up to ±30.
+    for dims in [[7, 37], [4, 343], [3, 16]] {
+        let x = (pseudo_random(&dims, 31) * 30.0)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let (fused, composed) = fused_and_composed(&x, softmax_last_dim);
+        let diff = fused
+            .iter()
+            .zip(&composed)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-6, "{dims:?}: max difference {diff}");
+    }
+}
+
+#[test]
+fn softmax_fused_uniform_row() {
+    let x = Tensor::full(3.5f32, (2, 21), &Device::Cpu).unwrap();
+    let out = values(&softmax_last_dim(&x).unwrap());
+    for value in out {
+        assert!((value - 1.0 / 21.0).abs() <= 1e-7, "got {value}");
+    }
+}
+
+#[test]
+fn gelu_erf_fused_matches_f64_reference() {
+    // The f64 composed path uses candle's f64 erf; the fused f32 kernel a Chebyshev erfc fit.
+    let x64 = Tensor::arange(-900i64, 901, &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let x64 = ((x64 / 100.0).unwrap() + 0.003).unwrap();
+    let reference = values(&x64.gelu_erf().unwrap());
+    let fused = values(&gelu_erf(&x64.to_dtype(DType::F32).unwrap()).unwrap());
+    let inputs = values(&x64);
+    for ((x, f), r) in inputs.iter().zip(&fused).zip(&reference) {
+        // f32 rounding of x itself moves gelu by up to |gelu'(x)|·|x|·6e-8.
+        let allowed = 2e-6 * r.abs() + 1.2e-7 * x.abs();
+        assert!(
+            (f - r).abs() <= allowed,
+            "gelu({x}): fused {f}, reference {r}"
+        );
+    }
+}
+
+#[test]
+fn leaky_relu_fused_matches_composed() {
+    let x = (pseudo_random(&[3, 1000], 33) * 5.0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let (fused, composed) = fused_and_composed(&x, |t| leaky_relu(t, 0.01));
+    assert_eq!(fused, composed);
+}
+
+#[test]
+fn layer_norm_fused_matches_composed() {
+    let x = pseudo_random(&[5, 9, 96], 34)
+        .affine(4.0, 100.0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let w = pseudo_random(&[96], 35).to_dtype(DType::F32).unwrap();
+    let b = pseudo_random(&[96], 36).to_dtype(DType::F32).unwrap();
+    let (fused, composed) = fused_and_composed(&x, |t| layer_norm(t, Some(&w), Some(&b), 1e-5));
+    let diff = fused
+        .iter()
+        .zip(&composed)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4, "max difference {diff}");
 }

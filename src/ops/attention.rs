@@ -16,7 +16,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fastmath::softmax_row;
+use super::fused::softmax_row_f32;
 use super::norm::softmax_last_dim;
 
 /// Attention over windows.
@@ -124,8 +124,8 @@ fn attend(qkv: &[f32], bias: &[f32], class: &[u32], d: Dims, scale: f32) -> Vec<
     let token_stride = 3 * heads * hd;
 
     out.par_chunks_mut(n * hd).enumerate().for_each_init(
-        || vec![0f32; n * n],
-        |scores, (task, dst)| {
+        || (vec![0f32; n * n], vec![0f32; n * n]),
+        |(scores, probs), (task, dst)| {
             let (w, h) = (task / heads, task % heads);
             let window = &qkv[w * n * token_stride..(w + 1) * n * token_stride];
             let q = window[h * hd..].as_ptr();
@@ -147,8 +147,11 @@ fn attend(qkv: &[f32], bias: &[f32], class: &[u32], d: Dims, scale: f32) -> Vec<
             }
 
             let table = (class[w] as usize * heads + h) * n * n;
-            for (row, b) in scores.chunks_mut(n).zip(bias[table..table + n * n].chunks(n)) {
-                softmax_row(row, b);
+            for (s, b) in scores.iter_mut().zip(&bias[table..table + n * n]) {
+                *s += b;
+            }
+            for (src, dst) in scores.chunks(n).zip(probs.chunks_mut(n)) {
+                softmax_row_f32(src, dst);
             }
 
             // dst = P V, with V rows `token_stride` apart.
@@ -157,7 +160,7 @@ fn attend(qkv: &[f32], bias: &[f32], class: &[u32], d: Dims, scale: f32) -> Vec<
                 gemm::gemm(
                     n, hd, n,
                     dst.as_mut_ptr(), 1, hd as isize, false,
-                    scores.as_ptr(), 1, n as isize,
+                    probs.as_ptr(), 1, n as isize,
                     v, 1, token_stride as isize,
                     0.0, 1.0,
                     false, false, false, gemm::Parallelism::None,

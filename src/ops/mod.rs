@@ -6,7 +6,7 @@ mod activation;
 mod attention;
 mod conv3d;
 mod element;
-mod fastmath;
+mod fused;
 mod norm;
 mod pad;
 

@@ -4,12 +4,15 @@
 //! candle_nn's `LayerNorm::forward`, `ops::layer_norm`, `ops::rms_norm` and `ops::softmax_last_dim`
 //! are custom operations without a backward pass, so gradients silently stop at them. Each
 //! function here uses the composed form whenever any operand is part of a graph that needs
-//! gradients (`Tensor::track_op`), and a single-pass kernel otherwise.
+//! gradients (`Tensor::track_op`), and a single-pass kernel otherwise. Best of 5 on a 2-core AMD
+//! EPYC (Zen 4), f32: layer norm over (110592, 48) took 53–81 ms composed and 4–6 ms fused;
+//! instance norm over (1, 48, 48, 48, 48) 30–48 ms composed and 5 ms fused.
 
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::element::Element;
+use super::fused;
 
 /// Normalizes `x` over its last axis to zero mean and unit variance, then scales by `weight` and
 /// shifts by `bias` (both [last axis size]), as torch.nn.functional.layer_norm: biased variance,
@@ -70,7 +73,11 @@ pub fn instance_norm3d(x: &Tensor, eps: f64) -> Result<Tensor> {
 /// Softmax over the last axis: exp(x - max) / Σ exp(x - max).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() {
-        return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
+        return if fused::available(x) {
+            fused::softmax_last_dim(x)
+        } else {
+            candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+        };
     }
     // Softmax does not change when a constant is subtracted per row, so the max needs no gradient.
     let max = x.max_keepdim(D::Minus1)?.detach();

@@ -1,119 +1,249 @@
-//! CPU kernels of conv3d for f32 and f64: im2col + gemm over chunks of output rows.
+//! CPU kernels of conv3d for f32 and f64, and the choice between them.
 //!
-//! Memory: a whole 48-channel 48³ volume would need a 573 MB im2col matrix for a 3×3×3 kernel, so
-//! every kernel here builds the matrix for a few output rows at a time (an output row is one line
-//! of W' voxels at fixed depth and height) in a buffer of about `COL_BUFFER_ELEMENTS` elements per
-//! thread, and multiplies it with the `gemm` crate.
+//! - Gather path ([`super::gather`]): f32 on AVX-512 CPUs when the output channels fill the
+//!   kernel's 48-wide panels and there are enough taps per output. It reads the input directly.
+//! - Explicit path (here): builds the im2col matrix of one chunk of output voxels at a time and
+//!   multiplies it with the packed 12×32 kernel (f32 on AVX-512 CPUs) or the `gemm` crate
+//!   (f64, other CPUs). A whole 48-channel 48³ volume would need a 573 MB matrix for a 3×3×3
+//!   kernel, so each rayon job keeps one buffer of about `COL_BUFFER_ELEMENTS` elements.
+//! - Input gradient: the forward pass of the flipped kernel where the stride is 1 (and the
+//!   padding smaller than the kernel), else wᵀ·grad_out per chunk followed by col2im.
 //!
-//! Layouts: all slices are contiguous, row-major. The im2col matrix of a chunk is [K, P] with
-//! K = C·kd·kh·kw rows ordered like the weight's [C, kd, kh, kw] axes, and P = rows · W' columns.
+//! The im2col matrix of a chunk has K = C·kd·kh·kw rows, ordered like the weight's
+//! [C, kd, kh, kw] axes, and one column per output voxel of the chunk (flat index over
+//! D'·H'·W' of one sample).
 
 use std::ops::Range;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gather;
 use super::geometry::ConvGeometry;
+use super::microkernel::{self, GatherKernel, Microkernel};
 use crate::ops::element::Element;
 
-/// Size of one im2col buffer, in elements. 256 Ki f32 elements (1 MiB) keeps the buffer and the
-/// gemm's packed blocks inside a 1 MiB L2 cache plus L3; the value was picked by timing
-/// `examples/bench_conv3d.rs` with buffers of 2^16 to 2^22 elements on a 2-core AMD EPYC (Zen 4).
+/// Size of one im2col buffer, in elements: 1 MiB in f32, so that a chunk's matrix fits a 1 MiB
+/// or larger L2 cache.
 const COL_BUFFER_ELEMENTS: usize = 1 << 18;
 
+/// Element types of the conv3d kernels, with the AVX-512 kernels where the CPU has them.
+pub(crate) trait ConvElement: Element {
+    fn microkernel() -> Option<Microkernel<Self>>;
+    fn gather_kernel() -> Option<GatherKernel<Self>>;
+}
+
+impl ConvElement for f32 {
+    fn microkernel() -> Option<Microkernel<Self>> {
+        microkernel::f32_kernel()
+    }
+
+    fn gather_kernel() -> Option<GatherKernel<Self>> {
+        microkernel::f32_gather_kernel()
+    }
+}
+
+impl ConvElement for f64 {
+    fn microkernel() -> Option<Microkernel<Self>> {
+        None
+    }
+
+    fn gather_kernel() -> Option<GatherKernel<Self>> {
+        None
+    }
+}
+
+/// One unit of parallel work: a range of output voxels (flat over D'·H'·W') of one sample.
+#[derive(Clone, Debug)]
+struct Chunk {
+    sample: usize,
+    voxels: Range<usize>,
+}
+
 /// Computes the convolution of `x` [N, C, D, H, W] with `w` [O, C, kd, kh, kw]; returns [N, O, D', H', W'].
-pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+pub(crate) fn forward<T: ConvElement>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+    match T::gather_kernel() {
+        Some(kernel) if gather::applies(g, &kernel) => gather::forward(x, w, g, &kernel),
+        _ => forward_explicit(x, w, g),
+    }
+}
+
+/// Forward through an explicit im2col matrix per chunk of output voxels.
+fn forward_explicit<T: ConvElement>(x: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     let k = g.col_rows();
-    let positions = g.output_voxels();
-    let out_w = g.output[2];
+    let voxels = g.output_voxels();
     let sample_in = g.in_channels * g.input_voxels();
-    let sample_out = g.out_channels * positions;
-    let rows_per_chunk = rows_per_chunk(g);
+    let sample_out = g.out_channels * voxels;
+    let kernel = T::microkernel();
+    let chunk_len = chunk_len(g, kernel.map_or(1, |kernel| kernel.nr));
+
+    let mut packed_w = Vec::new();
+    if let Some(kernel) = &kernel {
+        kernel.pack_lhs(w, (g.out_channels, k), k, &mut packed_w);
+    }
 
     let mut out = vec![T::ZERO; g.batch * sample_out];
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let new_buffer = || vec![T::ZERO; k * rows_per_chunk * out_w];
+    let new_buffer =
+        || vec![T::ZERO; k * chunk_len.next_multiple_of(kernel.map_or(1, |kernel| kernel.nr))];
 
-    work_items(g, rows_per_chunk)
+    chunks(g, chunk_len)
         .into_par_iter()
-        .for_each_init(new_buffer, |col, (n, rows)| {
-            let cols = rows.len() * out_w;
-            let col = &mut col[..k * cols];
-            im2col(&x[n * sample_in..][..sample_in], g, rows.clone(), col);
-
-            let lhs = MatRef::row_major(w.as_ptr(), k);
-            let rhs = MatRef::row_major(col.as_ptr(), cols);
-            // SAFETY: the work items partition the output columns of each sample, so this item
-            // is the only writer of columns rows·W'.. of sample n; lhs and rhs are in bounds.
-            unsafe {
-                let dst = out_ptr.get().add(n * sample_out + rows.start * out_w);
-                let dst = MatMut {
-                    ptr: dst,
-                    row_stride: positions,
-                    accumulate: false,
-                };
-                gemm_into(g.out_channels, cols, k, dst, lhs, rhs, Parallelism::None);
+        .for_each_init(new_buffer, |col, chunk| {
+            let x = &x[chunk.sample * sample_in..][..sample_in];
+            let cols = chunk.voxels.len();
+            // SAFETY (both arms): the chunks partition the output voxels of each sample, so this
+            // job is the only writer of columns chunk.voxels of sample chunk.sample.
+            let dst = unsafe {
+                out_ptr
+                    .get()
+                    .add(chunk.sample * sample_out + chunk.voxels.start)
+            };
+            match &kernel {
+                Some(kernel) => {
+                    im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
+                        store_panel_line(col, kernel, k, row, col_index, values)
+                    });
+                    // SAFETY: packed_w and col hold the packed layouts of the [O, K] and [K, cols] operands.
+                    unsafe {
+                        kernel.gemm(
+                            (g.out_channels, cols, k),
+                            &packed_w,
+                            col,
+                            dst,
+                            voxels,
+                            false,
+                        )
+                    };
+                }
+                None => {
+                    im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
+                        col[row * cols + col_index..][..values.len()].copy_from_slice(values)
+                    });
+                    let lhs = MatRef::row_major(w.as_ptr(), k);
+                    let rhs = MatRef::row_major(col.as_ptr(), cols);
+                    let dst = MatMut {
+                        ptr: dst,
+                        row_stride: voxels,
+                        accumulate: false,
+                    };
+                    // SAFETY: w is [O, K] and col is [K, cols], both row-major.
+                    unsafe {
+                        gemm_into((g.out_channels, cols, k), dst, lhs, rhs, Parallelism::None)
+                    };
+                }
             }
         });
     out
 }
 
 /// Computes the gradient of the loss w.r.t. the weight, Σ grad_out · im2col(x)ᵀ; returns [O, C, kd, kh, kw].
-pub(crate) fn grad_weight<T: Element>(x: &[T], grad_out: &[T], g: &ConvGeometry) -> Vec<T> {
+pub(crate) fn grad_weight<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeometry) -> Vec<T> {
+    if let Some(kernel) = T::gather_kernel() {
+        if gather::applies(g, &kernel) {
+            return gather::grad_weight(x, grad_out, g, &kernel);
+        }
+    }
+    grad_weight_explicit(x, grad_out, g)
+}
+
+/// Weight gradient through an explicit im2col matrix per chunk of output voxels.
+fn grad_weight_explicit<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeometry) -> Vec<T> {
     let k = g.col_rows();
-    let positions = g.output_voxels();
-    let out_w = g.output[2];
+    let voxels = g.output_voxels();
     let sample_in = g.in_channels * g.input_voxels();
-    let sample_out = g.out_channels * positions;
-    let rows_per_chunk = rows_per_chunk(g);
+    let sample_out = g.out_channels * voxels;
+    let kernel = T::microkernel();
+    let chunk_len = chunk_len(g, 1);
     let weight_len = g.out_channels * k;
+    let col_len = k.next_multiple_of(kernel.map_or(1, |kernel| kernel.nr)) * chunk_len;
 
     // Each rayon job accumulates into its own weight gradient; the partial sums are added at the end.
-    let new_state = || {
-        (
-            vec![T::ZERO; weight_len],
-            vec![T::ZERO; k * rows_per_chunk * out_w],
-        )
+    let new_state = || GradWeightState {
+        grad: vec![T::ZERO; weight_len],
+        col: vec![T::ZERO; col_len],
+        packed_grad_out: Vec::new(),
     };
-    work_items(g, rows_per_chunk)
+    chunks(g, chunk_len)
         .into_par_iter()
-        .fold(new_state, |(mut acc, mut col), (n, rows)| {
-            let cols = rows.len() * out_w;
-            im2col(
-                &x[n * sample_in..][..sample_in],
-                g,
-                rows.clone(),
-                &mut col[..k * cols],
-            );
-
-            let grad_chunk = &grad_out[n * sample_out + rows.start * out_w..];
-            let lhs = MatRef {
-                ptr: grad_chunk.as_ptr(),
-                row_stride: positions,
-                col_stride: 1,
-            };
-            let rhs = MatRef {
-                ptr: col.as_ptr(),
-                row_stride: 1,
-                col_stride: cols,
-            };
-            let dst = MatMut {
-                ptr: acc.as_mut_ptr(),
-                row_stride: k,
-                accumulate: true,
-            };
-            // SAFETY: acc is [O, K]; lhs spans O rows of `cols` columns inside grad_out, rhs is
-            // the [K, cols] im2col buffer read transposed.
-            unsafe { gemm_into(g.out_channels, k, cols, dst, lhs, rhs, Parallelism::None) };
-            (acc, col)
+        .fold(new_state, |mut state, chunk| {
+            let x = &x[chunk.sample * sample_in..][..sample_in];
+            let grad_out = &grad_out[chunk.sample * sample_out + chunk.voxels.start..];
+            let cols = chunk.voxels.len();
+            let dst = state.grad.as_mut_ptr();
+            match &kernel {
+                // dW[O, K] += grad_out[O, cols] · col[K, cols]ᵀ, with colᵀ written straight
+                // into the rhs panel layout.
+                Some(kernel) => {
+                    let col = &mut state.col;
+                    im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
+                        // Row `row` of the im2col matrix is column `row` of colᵀ: one lane of
+                        // one panel, NR elements apart.
+                        let start = kernel.rhs_index(cols, col_index, row);
+                        for (d, &value) in col[start..].iter_mut().step_by(kernel.nr).zip(values) {
+                            *d = value;
+                        }
+                    });
+                    kernel.pack_lhs(
+                        grad_out,
+                        (g.out_channels, cols),
+                        voxels,
+                        &mut state.packed_grad_out,
+                    );
+                    // SAFETY: the operands are packed for (O, K, cols); dst is this job's [O, K] buffer.
+                    unsafe {
+                        kernel.gemm(
+                            (g.out_channels, k, cols),
+                            &state.packed_grad_out,
+                            col,
+                            dst,
+                            k,
+                            true,
+                        )
+                    };
+                }
+                None => {
+                    let col = &mut state.col;
+                    im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
+                        col[row * cols + col_index..][..values.len()].copy_from_slice(values)
+                    });
+                    let lhs = MatRef {
+                        ptr: grad_out.as_ptr(),
+                        row_stride: voxels,
+                        col_stride: 1,
+                    };
+                    let rhs = MatRef {
+                        ptr: col.as_ptr(),
+                        row_stride: 1,
+                        col_stride: cols,
+                    };
+                    let dst = MatMut {
+                        ptr: dst,
+                        row_stride: k,
+                        accumulate: true,
+                    };
+                    // SAFETY: lhs spans O rows of `cols` columns inside grad_out; rhs reads the
+                    // [K, cols] buffer transposed; dst is this job's [O, K] buffer.
+                    unsafe {
+                        gemm_into((g.out_channels, k, cols), dst, lhs, rhs, Parallelism::None)
+                    };
+                }
+            }
+            state
         })
-        .map(|(acc, _)| acc)
+        .map(|state| state.grad)
         .reduce(|| vec![T::ZERO; weight_len], add_into)
+}
+
+struct GradWeightState<T> {
+    grad: Vec<T>,
+    col: Vec<T>,
+    packed_grad_out: Vec<T>,
 }
 
 /// Computes the gradient of the loss w.r.t. the input, the transposed convolution of `grad_out`
 /// [N, O, D', H', W'] with `w`; returns [N, C, D, H, W].
-pub(crate) fn grad_input<T: Element>(grad_out: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
+pub(crate) fn grad_input<T: ConvElement>(grad_out: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     match transposed_as_forward(g) {
         Some(flipped) => forward(grad_out, &flip_transpose_kernel(w, g), &flipped),
         None => grad_input_col2im(grad_out, w, g),
@@ -163,18 +293,17 @@ fn flip_transpose_kernel<T: Element>(w: &[T], g: &ConvGeometry) -> Vec<T> {
 /// input; the parallelism is inside the gemm and across input channels in col2im.
 fn grad_input_col2im<T: Element>(grad_out: &[T], w: &[T], g: &ConvGeometry) -> Vec<T> {
     let k = g.col_rows();
-    let positions = g.output_voxels();
-    let out_w = g.output[2];
+    let voxels = g.output_voxels();
     let sample_in = g.in_channels * g.input_voxels();
-    let sample_out = g.out_channels * positions;
-    let rows_per_chunk = (4 * rows_per_chunk(g)).min(g.output_rows());
+    let sample_out = g.out_channels * voxels;
+    let chunk_len = (4 * chunk_len(g, 1)).min(voxels);
     let parallelism = Parallelism::Rayon(rayon::current_num_threads());
 
     let mut grad_x = vec![T::ZERO; g.batch * sample_in];
-    let mut col = vec![T::ZERO; k * rows_per_chunk * out_w];
-    for (n, rows) in work_items(g, rows_per_chunk) {
-        let cols = rows.len() * out_w;
-        let grad_chunk = &grad_out[n * sample_out + rows.start * out_w..];
+    let mut col = vec![T::ZERO; k * chunk_len];
+    for chunk in chunks(g, chunk_len) {
+        let cols = chunk.voxels.len();
+        let grad_chunk = &grad_out[chunk.sample * sample_out + chunk.voxels.start..];
         let lhs = MatRef {
             ptr: w.as_ptr(),
             row_stride: 1,
@@ -182,7 +311,7 @@ fn grad_input_col2im<T: Element>(grad_out: &[T], w: &[T], g: &ConvGeometry) -> V
         };
         let rhs = MatRef {
             ptr: grad_chunk.as_ptr(),
-            row_stride: positions,
+            row_stride: voxels,
             col_stride: 1,
         };
         let dst = MatMut {
@@ -190,87 +319,146 @@ fn grad_input_col2im<T: Element>(grad_out: &[T], w: &[T], g: &ConvGeometry) -> V
             row_stride: cols,
             accumulate: false,
         };
-        // SAFETY: col holds at least [K, cols]; lhs reads w [O, K] transposed; rhs spans O rows of
-        // `cols` columns inside grad_out.
-        unsafe { gemm_into(k, cols, g.out_channels, dst, lhs, rhs, parallelism) };
+        // SAFETY: col has room for [K, cols], lhs reads w [O, K] transposed, and rhs spans O
+        // rows of `cols` columns inside grad_out.
+        unsafe { gemm_into((k, cols, g.out_channels), dst, lhs, rhs, parallelism) };
 
-        col2im(
-            &col[..k * cols],
-            g,
-            rows,
-            &mut grad_x[n * sample_in..][..sample_in],
-        );
+        let grad_x = &mut grad_x[chunk.sample * sample_in..][..sample_in];
+        col2im(&col[..k * cols], g, chunk.voxels, grad_x);
     }
     grad_x
 }
 
-/// Splits the output of every sample into chunks of at most `rows_per_chunk` output rows.
-fn work_items(g: &ConvGeometry, rows_per_chunk: usize) -> Vec<(usize, Range<usize>)> {
-    let rows = g.output_rows();
+/// Splits the output voxels of every sample into chunks of at most `chunk_len` voxels.
+fn chunks(g: &ConvGeometry, chunk_len: usize) -> Vec<Chunk> {
+    let ranges = voxel_ranges(g.output_voxels(), chunk_len);
     (0..g.batch)
-        .flat_map(|n| {
-            (0..rows)
-                .step_by(rows_per_chunk)
-                .map(move |start| (n, start..(start + rows_per_chunk).min(rows)))
+        .flat_map(|sample| {
+            ranges.iter().map(move |voxels| Chunk {
+                sample,
+                voxels: voxels.clone(),
+            })
         })
         .collect()
 }
 
-/// Output rows per chunk: as many as fit the buffer budget, but few enough that every thread gets
-/// at least four chunks to balance the load.
-fn rows_per_chunk(g: &ConvGeometry) -> usize {
-    let budget = std::env::var("PRISM_CONV_BUFFER")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(COL_BUFFER_ELEMENTS);
-    let by_budget = budget / (g.col_rows() * g.output[2]).max(1);
-    let total_rows = g.batch * g.output_rows();
-    let by_balance = total_rows.div_ceil(4 * rayon::current_num_threads());
-    by_budget.min(by_balance).clamp(1, g.output_rows())
+/// Splits 0..voxels into ranges of at most `len`.
+pub(super) fn voxel_ranges(voxels: usize, len: usize) -> Vec<Range<usize>> {
+    (0..voxels)
+        .step_by(len)
+        .map(|start| start..(start + len).min(voxels))
+        .collect()
 }
 
-/// Fills `col` [K, rows·W'] with the input voxels under each kernel tap for output rows `rows`
-/// of one sample `x` [C, D, H, W]; taps that fall into the zero padding get 0.
-fn im2col<T: Element>(x: &[T], g: &ConvGeometry, rows: Range<usize>, col: &mut [T]) {
+/// Output voxels per chunk, a multiple of `granule` (the packed kernel's panel width): as many
+/// as fit the buffer budget, but few enough that every thread gets at least four chunks.
+fn chunk_len(g: &ConvGeometry, granule: usize) -> usize {
+    let by_budget = COL_BUFFER_ELEMENTS / g.col_rows();
+    let by_balance = (g.batch * g.output_voxels()).div_ceil(4 * rayon::current_num_threads());
+    let len = by_budget.min(by_balance).min(g.output_voxels());
+    (len / granule * granule).max(granule)
+}
+
+/// Passes, for every row of the im2col matrix and every output row within `voxels`, the input
+/// values under that kernel tap to `store(row, first column, values)`. Taps that fall into the
+/// zero padding give 0. `x` is one sample [C, D, H, W].
+fn im2col<T: Element>(
+    x: &[T],
+    g: &ConvGeometry,
+    voxels: Range<usize>,
+    mut store: impl FnMut(usize, usize, &[T]),
+) {
     let out_w = g.output[2];
-    let columns = rows.len() * out_w;
-    for (tap_row, dst_row) in col.chunks_exact_mut(columns).enumerate() {
+    let mut line = vec![T::ZERO; out_w];
+    for tap_row in 0..g.col_rows() {
         let tap = Tap::new(tap_row, g);
         let channel = &x[tap.channel * g.input_voxels()..][..g.input_voxels()];
-        for (row, dst) in rows.clone().zip(dst_row.chunks_exact_mut(out_w)) {
-            match tap.input_line(row, g) {
-                Some(line) => gather_line(&channel[line..][..g.input[2]], dst, &tap),
-                None => dst.fill(T::ZERO),
+        for segment in row_segments(voxels.clone(), out_w) {
+            match tap.input_line(segment.row, g) {
+                Some(start) => gather_line(&channel[start..][..g.input[2]], &mut line, &tap),
+                None => line.fill(T::ZERO),
             }
+            store(tap_row, segment.column, &line[segment.within_row]);
         }
     }
 }
 
-/// Adds `col` [K, rows·W'] onto the voxels of `x` [C, D, H, W] that im2col would read them from;
-/// the adjoint of [`im2col`]. Runs the input channels in parallel because they never share voxels.
-fn col2im<T: Element>(col: &[T], g: &ConvGeometry, rows: Range<usize>, x: &mut [T]) {
+/// Adds `col` [K, voxels.len()] onto the voxels of `x` [C, D, H, W] that im2col reads them
+/// from; the adjoint of [`im2col`]. Runs the input channels in parallel because they never
+/// share voxels.
+fn col2im<T: Element>(col: &[T], g: &ConvGeometry, voxels: Range<usize>, x: &mut [T]) {
     let taps: usize = g.kernel.iter().product();
-    let columns = rows.len() * g.output[2];
+    let columns = voxels.len();
+    let out_w = g.output[2];
     x.par_chunks_mut(g.input_voxels())
         .zip(col.par_chunks(taps * columns))
         .enumerate()
         .for_each(|(c, (channel, channel_col))| {
+            let mut line = vec![T::ZERO; out_w];
             for (tap_index, src_row) in channel_col.chunks_exact(columns).enumerate() {
                 let tap = Tap::new(c * taps + tap_index, g);
-                for (row, src) in rows.clone().zip(src_row.chunks_exact(g.output[2])) {
-                    if let Some(line) = tap.input_line(row, g) {
-                        scatter_add_line(src, &mut channel[line..][..g.input[2]], &tap);
-                    }
+                for segment in row_segments(voxels.clone(), out_w) {
+                    let Some(start) = tap.input_line(segment.row, g) else {
+                        continue;
+                    };
+                    line.fill(T::ZERO);
+                    line[segment.within_row.clone()]
+                        .copy_from_slice(&src_row[segment.column..][..segment.within_row.len()]);
+                    scatter_add_line(&line, &mut channel[start..][..g.input[2]], &tap);
                 }
             }
         });
 }
 
+/// Stores a run of one im2col row, starting at column `first`, into the rhs panel layout of
+/// `kernel` for a K-deep product.
+fn store_panel_line<T: Element>(
+    col: &mut [T],
+    kernel: &Microkernel<T>,
+    k: usize,
+    row: usize,
+    first: usize,
+    values: &[T],
+) {
+    let mut column = first;
+    let mut rest = values;
+    while !rest.is_empty() {
+        // Columns up to the end of the current panel are contiguous in memory.
+        let run = (kernel.nr - column % kernel.nr).min(rest.len());
+        col[kernel.rhs_index(k, row, column)..][..run].copy_from_slice(&rest[..run]);
+        column += run;
+        rest = &rest[run..];
+    }
+}
+
+/// The part of one output row (a line along W') that a chunk covers.
+struct RowSegment {
+    /// Output row index, od·H' + oh.
+    row: usize,
+    /// Output positions along W' within the row.
+    within_row: Range<usize>,
+    /// Column of the segment's first voxel in the chunk's im2col matrix.
+    column: usize,
+}
+
+fn row_segments(voxels: Range<usize>, out_w: usize) -> impl Iterator<Item = RowSegment> {
+    let rows = voxels.start / out_w..voxels.end.div_ceil(out_w);
+    rows.map(move |row| {
+        let start = (row * out_w).max(voxels.start);
+        let end = ((row + 1) * out_w).min(voxels.end);
+        RowSegment {
+            row,
+            within_row: start - row * out_w..end - row * out_w,
+            column: start - voxels.start,
+        }
+    })
+}
+
 /// One row of the im2col matrix: an input channel and a kernel offset (z, y, x).
-struct Tap {
-    channel: usize,
-    offset: [usize; 3],
-    /// Output positions along W whose input voxel lies inside the unpadded row.
+pub(super) struct Tap {
+    pub channel: usize,
+    pub offset: [usize; 3],
+    /// Output positions along W' whose input voxel lies inside the unpadded line.
     valid: Range<usize>,
     stride: usize,
     /// Input column of output position `valid.start`.
@@ -278,7 +466,7 @@ struct Tap {
 }
 
 impl Tap {
-    fn new(tap_row: usize, g: &ConvGeometry) -> Self {
+    pub fn new(tap_row: usize, g: &ConvGeometry) -> Self {
         let [_, kh, kw] = g.kernel;
         let taps_per_channel: usize = g.kernel.iter().product();
         let within = tap_row % taps_per_channel;
@@ -328,6 +516,7 @@ fn valid_outputs(k: usize, axis: usize, g: &ConvGeometry) -> Range<usize> {
     start.min(end)..end
 }
 
+/// Fills a whole output line `dst` (W' values) with the input values `src` (one input line) under `tap`.
 fn gather_line<T: Element>(src: &[T], dst: &mut [T], tap: &Tap) {
     let valid = tap.valid.clone();
     if valid.is_empty() {
@@ -347,6 +536,7 @@ fn gather_line<T: Element>(src: &[T], dst: &mut [T], tap: &Tap) {
     }
 }
 
+/// Adds a whole output line `src` (W' values) onto the input line `dst` it was gathered from.
 fn scatter_add_line<T: Element>(src: &[T], dst: &mut [T], tap: &Tap) {
     if tap.valid.is_empty() {
         return;
@@ -390,14 +580,12 @@ struct MatMut<T> {
     accumulate: bool,
 }
 
-/// dst[m×n] = (dst +) lhs[m×k] · rhs[k×n].
+/// dst[m×n] = (dst +) lhs[m×k] · rhs[k×n], through the `gemm` crate.
 ///
 /// # Safety
 /// Every operand must be valid for its shape and strides, and no other thread may access dst.
 unsafe fn gemm_into<T: Element>(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     dst: MatMut<T>,
     lhs: MatRef<T>,
     rhs: MatRef<T>,
@@ -429,14 +617,14 @@ unsafe fn gemm_into<T: Element>(
 
 /// A raw pointer that rayon jobs may share because each writes a disjoint part of the buffer.
 #[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
+pub(super) struct SyncPtr<T>(pub *mut T);
 
 // SAFETY: users write disjoint regions only; see the SAFETY comments at each use.
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 
 impl<T> SyncPtr<T> {
-    fn get(self) -> *mut T {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }
@@ -504,20 +692,149 @@ mod tests {
             geometry([1, 1, 3, 3, 3], [1, 1, 2, 2, 2], [1, 1, 1], [3, 3, 3]),
         ];
         for g in cases {
-            let rows = 1..g.output_rows();
-            let columns = rows.len() * g.output[2];
+            // A range that starts and ends inside output rows.
+            let voxels = 1..g.output_voxels() - 2;
+            let columns = voxels.len();
             let x = pseudo_random(g.in_channels * g.input_voxels(), 1);
             let c = pseudo_random(g.col_rows() * columns, 2);
 
             let mut col = vec![0.0; c.len()];
-            im2col(&x, &g, rows.clone(), &mut col);
+            im2col(&x, &g, voxels.clone(), |row, first, values| {
+                col[row * columns + first..][..values.len()].copy_from_slice(values)
+            });
             let mut back = vec![0.0; x.len()];
-            col2im(&c, &g, rows, &mut back);
+            col2im(&c, &g, voxels, &mut back);
 
             let (lhs, rhs) = (dot(&col, &c), dot(&x, &back));
             assert!(
                 (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
                 "{g:?}: {lhs} vs {rhs}"
+            );
+        }
+    }
+
+    #[test]
+    fn microkernel_matches_naive_product_on_edge_tiles() {
+        let Some(kernel) = f32::microkernel() else {
+            eprintln!("skipped: this CPU has no packed f32 kernel");
+            return;
+        };
+        let (m, n, k) = (2 * kernel.mr + 1, kernel.nr + 5, 7);
+        let lhs: Vec<f32> = pseudo_random(m * k, 5)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let rhs: Vec<f32> = pseudo_random(k * n, 6)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let initial: Vec<f32> = pseudo_random(m * n, 7)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+
+        let mut packed_lhs = Vec::new();
+        kernel.pack_lhs(&lhs, (m, k), k, &mut packed_lhs);
+        let mut packed_rhs = vec![0f32; n.next_multiple_of(kernel.nr) * k];
+        for row in 0..k {
+            store_panel_line(&mut packed_rhs, &kernel, k, row, 0, &rhs[row * n..][..n]);
+        }
+
+        for accumulate in [false, true] {
+            let mut dst = initial.clone();
+            // SAFETY: operands are packed for (m, n, k) and dst is m×n.
+            unsafe {
+                kernel.gemm(
+                    (m, n, k),
+                    &packed_lhs,
+                    &packed_rhs,
+                    dst.as_mut_ptr(),
+                    n,
+                    accumulate,
+                )
+            };
+            for i in 0..m {
+                for j in 0..n {
+                    let product: f32 = (0..k).map(|l| lhs[i * k + l] * rhs[l * n + j]).sum();
+                    let expected = if accumulate {
+                        initial[i * n + j] + product
+                    } else {
+                        product
+                    };
+                    let actual = dst[i * n + j];
+                    assert!(
+                        (actual - expected).abs() < 1e-5,
+                        "accumulate={accumulate} ({i}, {j}): {actual} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gather_forward_matches_f64() {
+        if f32::gather_kernel().is_none() {
+            eprintln!("skipped: this CPU has no f32 gather kernel");
+            return;
+        }
+        // Channel counts that fill one, two and a partial panel; strides, padding, batch 2.
+        let cases = [
+            geometry([2, 3, 3, 4, 5], [48, 3, 3, 3, 3], [1, 1, 1], [1, 1, 1]),
+            geometry([1, 11, 5, 3, 7], [96, 11, 2, 3, 1], [2, 1, 3], [0, 2, 1]),
+            geometry([1, 64, 3, 2, 5], [40, 64, 1, 1, 1], [1, 1, 1], [0, 0, 0]),
+            geometry([2, 8, 6, 4, 8], [48, 8, 2, 2, 2], [2, 2, 2], [0, 0, 0]),
+        ];
+        for g in cases {
+            assert!(
+                gather::applies(&g, &f32::gather_kernel().unwrap()),
+                "{g:?} does not use the gather path"
+            );
+            let x = pseudo_random(g.batch * g.in_channels * g.input_voxels(), 11);
+            let w = pseudo_random(g.out_channels * g.col_rows(), 12);
+            let to_f32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let single = forward(&to_f32(&x), &to_f32(&w), &g);
+            let double = forward(&x, &w, &g);
+            let scale = double.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let diff = single
+                .iter()
+                .zip(&double)
+                .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "{g:?}: max difference {diff} of {scale}"
+            );
+        }
+    }
+
+    #[test]
+    fn packed_f32_kernels_match_f64() {
+        let g = geometry([2, 5, 6, 7, 9], [13, 5, 3, 3, 2], [1, 2, 1], [1, 1, 0]);
+        let x = pseudo_random(g.batch * g.in_channels * g.input_voxels(), 8);
+        let w = pseudo_random(g.out_channels * g.col_rows(), 9);
+        let grad_out = pseudo_random(g.batch * g.out_channels * g.output_voxels(), 10);
+        let to_f32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+
+        let pairs = [
+            (
+                "forward",
+                forward(&to_f32(&x), &to_f32(&w), &g),
+                forward(&x, &w, &g),
+            ),
+            (
+                "grad_weight",
+                grad_weight(&to_f32(&x), &to_f32(&grad_out), &g),
+                grad_weight(&x, &grad_out, &g),
+            ),
+        ];
+        for (name, single, double) in pairs {
+            let scale = double.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let diff = single
+                .iter()
+                .zip(&double)
+                .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "{name}: max difference {diff} of {scale}"
             );
         }
     }

@@ -102,11 +102,6 @@ impl ConvGeometry {
         self.output.iter().product()
     }
 
-    /// Output rows (lines along W) per sample, D'·H'; the CPU kernels split work by these rows.
-    pub fn output_rows(&self) -> usize {
-        self.output[0] * self.output[1]
-    }
-
     pub fn output_dims(&self) -> [usize; 5] {
         let [d, h, w] = self.output;
         [self.batch, self.out_channels, d, h, w]

@@ -1,13 +1,15 @@
 //! 3-D convolution with zero padding, as torch.nn.functional.conv3d, differentiable w.r.t. input,
 //! weight and bias.
 //!
-//! On the CPU, f32 and f64 tensors go through custom kernels (chunked im2col + gemm, see [`cpu`])
-//! wrapped in a [`CustomOp2`] whose backward pass computes both gradients with the same kernels.
-//! Every other device and dtype uses [`conv3d_portable`], built from candle tensor operations
-//! that candle differentiates itself.
+//! On the CPU, f32 and f64 tensors go through the crate's kernels in [`cpu`]: AVX-512 tile
+//! kernels for f32 where the CPU has them, the `gemm` crate otherwise. A [`CustomOp2`] wraps
+//! them, and its backward pass computes both gradients with the same kernels. Every other device and dtype
+//! uses [`conv3d_portable`], built from candle tensor operations that candle differentiates.
 
 mod cpu;
+mod gather;
 mod geometry;
+mod microkernel;
 mod portable;
 
 use candle_core::backend::BackendStorage;
@@ -16,10 +18,9 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Sh
 pub use geometry::Conv3dConfig;
 use geometry::ConvGeometry;
 
-use super::element::Element;
-
-/// Convolves `x` [N, C, D, H, W] with `w` [O, C, kd, kh, kw] and adds `bias` [O] if given;
-/// returns [N, O, D', H', W'] with `D' = (D + 2·padding - kd) / stride + 1` and likewise for H', W'.
+/// Convolves `x` [N, C, D, H, W] with `w` [O, C, kd, kh, kw] and adds `bias` of shape `[O]` if given.
+/// Returns [N, O, D', H', W'], where D' = (D + 2·padding - kd) / stride + 1 rounded down, and
+/// likewise for H' and W'.
 pub fn conv3d(
     x: &Tensor,
     w: &Tensor,
@@ -47,9 +48,9 @@ pub fn conv3d_with_config(
     add_bias(out, bias, &geometry)
 }
 
-/// Same as [`conv3d_with_config`] but always built from candle tensor operations (pad, narrow,
-/// stack, matmul), which run and differentiate on every device and dtype candle supports.
-/// [`conv3d`] uses it for devices and dtypes without a dedicated kernel.
+/// Same as [`conv3d_with_config`] but built only from candle tensor operations (pad, narrow,
+/// stack, matmul) that candle implements and differentiates on all its devices. [`conv3d`] uses
+/// it for devices and dtypes without a dedicated kernel.
 pub fn conv3d_portable(
     x: &Tensor,
     w: &Tensor,
@@ -70,7 +71,7 @@ fn checked_geometry(x: &Tensor, w: &Tensor, config: &Conv3dConfig) -> Result<Con
         )
     }
     if !x.device().same_device(w.device()) {
-        bail!("conv3d: input and weight are on different devices, move them to one")
+        bail!("conv3d: input and weight are on different devices, move both to the same device")
     }
     ConvGeometry::new(x.dims(), w.dims(), config)
 }
@@ -116,7 +117,7 @@ trait Conv3dKernel {
     /// Expected shapes of the two operands and of the result.
     fn dims(&self) -> [[usize; 5]; 3];
 
-    fn run<T: Element>(&self, a: &[T], b: &[T]) -> Vec<T>;
+    fn run<T: cpu::ConvElement>(&self, a: &[T], b: &[T]) -> Vec<T>;
 }
 
 impl Conv3dKernel for Conv3dForward {
@@ -127,7 +128,7 @@ impl Conv3dKernel for Conv3dForward {
         [g.input_dims(), g.weight_dims(), g.output_dims()]
     }
 
-    fn run<T: Element>(&self, x: &[T], w: &[T]) -> Vec<T> {
+    fn run<T: cpu::ConvElement>(&self, x: &[T], w: &[T]) -> Vec<T> {
         cpu::forward(x, w, &self.geometry)
     }
 }
@@ -140,7 +141,7 @@ impl Conv3dKernel for Conv3dGradInput {
         [g.output_dims(), g.weight_dims(), g.input_dims()]
     }
 
-    fn run<T: Element>(&self, grad_out: &[T], w: &[T]) -> Vec<T> {
+    fn run<T: cpu::ConvElement>(&self, grad_out: &[T], w: &[T]) -> Vec<T> {
         cpu::grad_input(grad_out, w, &self.geometry)
     }
 }
@@ -153,7 +154,7 @@ impl Conv3dKernel for Conv3dGradWeight {
         [g.input_dims(), g.output_dims(), g.weight_dims()]
     }
 
-    fn run<T: Element>(&self, x: &[T], grad_out: &[T]) -> Vec<T> {
+    fn run<T: cpu::ConvElement>(&self, x: &[T], grad_out: &[T]) -> Vec<T> {
         cpu::grad_weight(x, grad_out, &self.geometry)
     }
 }

@@ -1,9 +1,11 @@
 //! conv3d from candle tensor operations, for devices and dtypes without a dedicated kernel.
 //!
-//! NOTE: this path materializes an im2col matrix per chunk of output depth planes and lets candle
-//! differentiate pad, narrow, stack and matmul. It is correct on every device but several times
-//! slower than a native convolution kernel, and its backward pass allocates a slab-sized gradient
-//! per kernel tap.
+//! It materializes an im2col matrix per chunk of output depth planes and lets candle differentiate
+//! pad, narrow, stack and matmul, so its backward pass allocates a slab-sized gradient per kernel
+//! tap.
+//!
+//! NOTE: the tests run this path on the CPU only (against torch's outputs and gradients); it has
+//! not been run on CUDA or Metal, where it is expected to be correct but slow.
 
 use candle_core::{Result, Tensor};
 

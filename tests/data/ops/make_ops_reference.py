@@ -25,6 +25,9 @@ CONV_CASES = {
     "conv_k3_s3_p2": ((1, 3, 5, 5, 5), (2, 3, 3, 3, 3), (3, 3, 3), (2, 2, 2), False),
     "conv_k1_pointwise": ((1, 2, 4, 5, 6), (3, 2, 1, 1, 1), (1, 1, 1), (0, 0, 0), True),
     "conv_k3_many_chunks": ((2, 4, 10, 9, 8), (5, 4, 3, 3, 3), (1, 1, 1), (1, 1, 1), False),
+    # Enough output channels that f32 convolutions on AVX-512 CPUs read the input directly.
+    "conv_k3_wide_output": ((2, 3, 3, 4, 6), (40, 3, 3, 3, 3), (1, 1, 1), (1, 1, 1), True),
+    "conv_k2_s2_wide_output": ((1, 8, 6, 4, 8), (48, 8, 2, 2, 2), (2, 2, 2), (0, 0, 0), False),
 }
 
 
