@@ -326,3 +326,12 @@ fn closed_stdout_pipe_is_a_normal_end() {
     let status = String::from_utf8_lossy(&out.stdout);
     assert_eq!(status.trim(), "0", "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn volume_option_applies_to_4d_inputs_only() {
+    let csv = stdout_of(embed().args(["--volume", "1"]).arg(data("mni152_2009a_t1.nii.gz")).arg(data("example4d.nii.gz")));
+    let with_option = rows(&csv);
+    assert_eq!(with_option.len(), 3);
+    let explicit = stdout_of(embed().arg(format!("{}:1", data("example4d.nii.gz").display())));
+    assert_eq!(with_option[2][2..], rows(&explicit)[1][2..], "--volume 1 reads the same volume as :1");
+}

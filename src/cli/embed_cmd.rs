@@ -36,7 +36,8 @@ pub struct EmbedCli {
     #[arg(short, long, value_name = "FILE", env = "PRISM_WEIGHTS", hide_env_values = true)]
     pub weights: Option<PathBuf>,
 
-    /// Volume of 4-D inputs to embed (0-based); per-input `scan.nii.gz:N` takes precedence
+    /// Volume of 4-D inputs to embed (0-based); 3-D inputs ignore it, and a per-input
+    /// `scan.nii.gz:N` takes precedence
     #[arg(long, value_name = "N")]
     pub volume: Option<usize>,
 
@@ -174,12 +175,24 @@ struct Embedder {
 impl Embedder {
     fn embed(&self, item: &InputItem) -> Result<Vec<f32>> {
         let path = &item.path;
-        let (volume, _) = crate::io::load_volume(path, item.volume.or(self.default_volume))?;
+        let (volume, _) = crate::io::load_volume(path, self.volume_of(item)?)?;
         check_values(path, &volume)?;
 
         let (volume, _) = self.preprocess.apply(volume).map_err(|e| on_file(path, e))?;
         let x = volume_to_tensor(&volume, &self.device)?;
         embed_tensor(&self.encoder, &x, &self.embed).map_err(|e| on_file(path, e))
+    }
+}
+
+impl Embedder {
+    /// Picks the volume to read: the input's own `:N`, else `--volume` when the file
+    /// is 4-D. A 3-D file ignores `--volume`, so one option serves a mixed list.
+    fn volume_of(&self, item: &InputItem) -> Result<Option<usize>> {
+        if item.volume.is_some() || self.default_volume.is_none() {
+            return Ok(item.volume);
+        }
+        let header = crate::io::read_header(&item.path)?;
+        Ok(if header.n_volumes() > 1 { self.default_volume } else { None })
     }
 }
 
