@@ -335,3 +335,17 @@ fn volume_option_applies_to_4d_inputs_only() {
     let explicit = stdout_of(embed().arg(format!("{}:1", data("example4d.nii.gz").display())));
     assert_eq!(with_option[2][2..], rows(&explicit)[1][2..], "--volume 1 reads the same volume as :1");
 }
+
+#[test]
+fn output_gets_provenance_sidecar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("emb.csv");
+    embed().arg(data("mni152_2009a_t1.nii.gz")).arg("-o").arg(&out).assert().success();
+    let text = std::fs::read_to_string(tmp.path().join("emb.csv.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(record["tool"], "prism-embed");
+    assert_eq!(record["details"]["weights"]["embed_dim"], 6);
+    assert_eq!(record["details"]["preprocess"]["spacing_mm"], serde_json::json!([4.0, 4.0, 4.0]));
+    let sha = record["details"]["weights"]["sha256"].as_str().unwrap();
+    assert_eq!(sha, prism::cli::provenance::sha256_file(&weights()).unwrap());
+}

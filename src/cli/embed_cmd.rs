@@ -5,6 +5,9 @@
 //! (as given or found), then the embedding: `emb_0 … emb_{C−1}` for the mean of the
 //! last stage (C = 768 for the published model), or with `--pooling multiscale`
 //! `s0_0 … s4_{C−1}`, the spatial means of all five stage outputs in order.
+//!
+//! With `-o FILE`, `FILE.json` records the weights (with their SHA-256) and the
+//! options behind the rows (see [`crate::cli::provenance`]).
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use crate::cli::batch::run_batch;
 use crate::cli::inputs::{expand_inputs, InputItem};
 use crate::cli::output::{format_f32, RowSink};
 use crate::cli::progress::{Reporter, Summary};
+use crate::cli::provenance::{record, sha256_file, write_sidecar};
 use crate::cli::shard::resolve_shard;
 use crate::embed::{embed_tensor, EmbedOptions, Pooling, DEFAULT_MAX_VOXELS};
 use crate::error::{Error, Result};
@@ -257,12 +261,49 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         embed,
         default_volume: cli.volume,
     };
-    run_batch(&items, sink, reporter, cli.batch.keep_going, |item, _| {
+    let summary = run_batch(&items, sink, reporter, cli.batch.keep_going, |item, _| {
         let values = embedder.embed(item)?;
         let mut row = vec![item.path.display().to_string()];
         row.extend(values.iter().map(|v| format_f32(*v)));
         Ok(row)
-    })
+    })?;
+
+    if let Some(output) = &cli.batch.output {
+        let record = provenance_record(cli, &weights, &embedder)?;
+        write_sidecar(output, &record)?;
+    }
+    Ok(summary)
+}
+
+/// Describes the computation behind the rows, for the `FILE.json` sidecar.
+fn provenance_record(cli: &EmbedCli, weights: &Path, embedder: &Embedder) -> Result<serde_json::Value> {
+    let cfg = embedder.encoder.config();
+    let p = &embedder.preprocess;
+    let details = serde_json::json!({
+        "weights": {
+            "path": weights.display().to_string(),
+            "sha256": sha256_file(weights)?,
+            "embed_dim": cfg.embed_dim,
+            "depths": cfg.depths,
+            "num_heads": cfg.num_heads,
+            "window_size": cfg.window_size,
+            "patch_size": cfg.patch_size,
+            "use_v2": cfg.use_v2,
+        },
+        "preprocess": {
+            "mode": format!("{:?}", cli.preprocess).to_lowercase(),
+            "reorient_to_ras": p.reorient,
+            "spacing_mm": p.spacing,
+            "crop_foreground": p.crop_foreground,
+            "normalize": format!("{:?}", p.normalize),
+            "pad_multiple": p.pad_multiple,
+        },
+        "pooling": format!("{:?}", cli.pooling).to_lowercase(),
+        "roi": embedder.embed.roi,
+        "overlap": embedder.embed.overlap,
+        "device": cli.batch.device.to_string(),
+    });
+    Ok(record(TOOL, details))
 }
 
 /// `--threads` as parsed, for `main` to apply before anything else starts threads.

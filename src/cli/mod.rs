@@ -18,6 +18,7 @@ pub mod embed_cmd;
 pub mod inputs;
 pub mod output;
 pub mod progress;
+pub mod provenance;
 pub mod shard;
 pub mod weights_cmd;
 
