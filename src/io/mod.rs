@@ -1,4 +1,4 @@
-//! Image file input and output: NIfTI-1 (`.nii`, `.nii.gz`).
+//! Image file input and output: NIfTI-1 (`.nii`, `.nii.gz`), and DICOM input ([`dicom`]).
 //!
 //! - [`load_volume`] reads one 3-D volume as `f32` (any scalar datatype, scaled by
 //!   `scl_slope`/`scl_inter`) with its affine chosen as nibabel does, and
@@ -10,6 +10,7 @@
 //! NIfTI-2, RGB, complex and float128 data, `.hdr/.img` pairs, 2-D and 5-D images
 //! and truncated or corrupt files are rejected with the reason.
 
+pub mod dicom;
 mod nifti;
 mod nifti_write;
 mod qform;
