@@ -415,3 +415,145 @@ fn unsupported_transfer_syntax_names_file() {
     assert!(message.contains("odd_ts.dcm"), "{message}");
     assert!(message.contains("1.2.840.10008.1.2.7"), "{message}");
 }
+
+// ---------------------------------------------------------------- inputs and prism-convert
+
+use assert_cmd::Command;
+use prism::cli::inputs::{expand_inputs, load_input, InputSource};
+
+/// `root/scan.nii.gz` (a NIfTI file) and `root/dicom/MR_small.dcm`.
+fn mixed_inputs(root: &Path) {
+    let nifti = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/brain1_label.nii.gz");
+    std::fs::copy(nifti, root.join("scan.nii.gz")).unwrap();
+    std::fs::create_dir(root.join("dicom")).unwrap();
+    std::fs::copy(fixture("MR_small.dcm"), root.join("dicom/MR_small.dcm")).unwrap();
+}
+
+#[test]
+fn inputs_mix_nifti_and_dicom_series() {
+    let dir = tempfile::tempdir().unwrap();
+    mixed_inputs(dir.path());
+    let args = vec![dir.path().display().to_string()];
+    let items = expand_inputs(&args, &mut std::io::empty()).unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["scan", "1"]);
+    assert_eq!(items[0].source, InputSource::Nifti);
+    assert!(matches!(items[1].source, InputSource::DicomSeries { .. }));
+    assert_eq!(items[1].path, dir.path().join("dicom"));
+
+    let volume = load_input(&items[1], None).unwrap();
+    let (expected, _) = load(&only_series(&fixture("MR_small.dcm")));
+    assert_eq!(volume.data, expected.data);
+}
+
+#[test]
+fn inputs_accept_single_dicom_file() {
+    let args = vec![fixture("MR_small_RLE.dcm").display().to_string()];
+    let items = expand_inputs(&args, &mut std::io::empty()).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].id, "1");
+}
+
+fn convert() -> Command {
+    Command::cargo_bin("prism-convert").unwrap()
+}
+
+#[test]
+fn convert_writes_nifti_and_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    convert().arg(fixture("MR_small.dcm")).arg("-o").arg(&out).arg("-q").assert().success();
+
+    let (written, _) = prism::io::load_volume(&out.join("1.nii.gz"), None).unwrap();
+    let (expected, _) = load(&only_series(&fixture("MR_small.dcm")));
+    assert_eq!(written.data, expected.data);
+    assert!(written.affine.max_abs_diff(&expected.affine) < 1e-4);
+    let sidecar = read_sidecar(&out.join("1.json")).unwrap();
+    assert_eq!(sidecar.repetition_time, Some(4.0));
+    assert_eq!(sidecar.patient, None);
+}
+
+#[test]
+fn convert_template_names_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    convert()
+        .arg(fixture("MR_small.dcm"))
+        .args(["--template", "sub-01_{series_number}"])
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(out.join("sub-01_1.nii.gz").is_file());
+    assert!(out.join("sub-01_1.json").is_file());
+}
+
+#[test]
+fn convert_rejects_unsafe_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = convert()
+        .arg(fixture("MR_small.dcm"))
+        .args(["--template", "../{id}"])
+        .arg("-o")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--template"));
+}
+
+#[test]
+fn convert_keeps_existing_files_without_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    convert().arg(fixture("MR_small.dcm")).arg("-o").arg(&out).assert().success();
+    let again = convert().arg(fixture("MR_small.dcm")).arg("-o").arg(&out).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("pass --overwrite"));
+    convert().arg(fixture("MR_small.dcm")).arg("-o").arg(&out).arg("--overwrite").assert().success();
+}
+
+#[test]
+fn convert_keep_going_converts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    edited_copy(&bad, "short.dcm", |b| b.truncate(b.len() - 1000));
+    let out = dir.path().join("out");
+
+    let output = convert()
+        .arg(&bad)
+        .arg(fixture("MR_small_RLE.dcm"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--keep-going")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("short.dcm"));
+    assert!(out.join("1.nii.gz").is_file());
+}
+
+#[test]
+fn convert_list_prints_series_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    mixed_inputs(dir.path());
+    let output = convert().arg("--list").arg(dir.path().join("dicom")).output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("id,path,description,files,dims,orientation\n"), "{text}");
+    assert!(text.contains(",1,64x64x1,axial"), "{text}");
+}
+
+#[test]
+fn convert_two_series_folder_writes_two_files() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    convert().arg(data.join("dicom/series_two_in_one_dir")).arg("-o").arg(dir.path()).arg("-q").assert().success();
+    for id in ["4_SYNTH_T1_SAG_colin", "5_SYNTH_T1_SAG_mni"] {
+        let reference = data.join("reference/dcm2niix/dicom/series_two_in_one_dir").join(format!("{id}.nii.gz"));
+        let (ours, _) = prism::io::load_volume(&dir.path().join(format!("{id}.nii.gz")), None).unwrap();
+        let (theirs, _) = prism::io::load_volume(&reference, None).unwrap();
+        assert_eq!(max_difference_in_world(&ours, &theirs), 0.0, "{id}");
+    }
+}

@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::cli::args::BatchArgs;
 use crate::cli::batch::run_batch;
-use crate::cli::inputs::{expand_inputs, InputItem};
+use crate::cli::inputs::{expand_inputs, load_input, InputItem};
 use crate::cli::output::{format_f32, RowSink};
 use crate::cli::progress::{Reporter, Summary};
 use crate::cli::shard::resolve_shard;
@@ -169,7 +169,7 @@ struct Embedder {
 impl Embedder {
     fn embed(&self, item: &InputItem) -> Result<Vec<f32>> {
         let path = &item.path;
-        let (volume, _) = crate::io::load_volume(path, item.volume.or(self.default_volume))?;
+        let volume = load_input(item, self.default_volume)?;
         check_values(path, &volume)?;
 
         let (volume, _) = self.preprocess.apply(volume).map_err(|e| on_file(path, e))?;

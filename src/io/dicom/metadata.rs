@@ -31,7 +31,7 @@ pub struct SequenceMetadata {
     pub series_description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_number: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "SeriesInstanceUID")]
     pub series_instance_uid: Option<String>,
     /// Seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
