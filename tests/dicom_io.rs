@@ -557,3 +557,40 @@ fn convert_two_series_folder_writes_two_files() {
         assert_eq!(max_difference_in_world(&ours, &theirs), 0.0, "{id}");
     }
 }
+
+// ---------------------------------------------------------------- prism-embed --with-metadata
+
+/// The encoder weights of `tests/data/encoder_w6`, also used by `tests/cli_embed.rs`.
+fn test_weights() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/encoder_w6/encoder.safetensors")
+}
+
+#[test]
+fn embed_with_metadata_adds_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    mixed_inputs(dir.path());
+    let sidecar = r#"{"RepetitionTime": 2.3, "EchoTime": 0.003, "FlipAngle": 8,
+        "ImageOrientationPatientDICOM": [0, 1, 0, 0, 0, -1], "SeriesDescription": "mprage"}"#;
+    std::fs::write(dir.path().join("scan.json"), sidecar).unwrap();
+
+    let output = Command::cargo_bin("prism-embed")
+        .unwrap()
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_ARRAY_TASK_COUNT")
+        .env_remove("SLURM_ARRAY_TASK_MIN")
+        .arg("--weights")
+        .arg(test_weights())
+        .args(["--spacing", "4", "--threads", "2", "--with-metadata"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').take(7).collect()).collect();
+    assert_eq!(
+        lines[0],
+        ["id", "path", "repetition_time_s", "echo_time_s", "flip_angle_deg", "acquisition_plane", "sequence_family"]
+    );
+    assert_eq!(lines[1][2..], ["2.3", "0.003", "8", "sagittal", "T1w"]);
+    assert_eq!(lines[2][2..], ["4", "0.24", "90", "axial", "T2w"]);
+}

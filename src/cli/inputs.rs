@@ -45,7 +45,7 @@ use std::ffi::OsStr;
 use std::io::BufRead;
 use std::path::{Component, Path, PathBuf};
 
-use crate::io::dicom::{self, DicomOptions, SeriesInfo};
+use crate::io::dicom::{self, DicomOptions, SequenceMetadata, SeriesInfo};
 use crate::volume::Volume;
 use crate::{Error, Result};
 
@@ -84,6 +84,43 @@ pub fn load_input(item: &InputItem, default_volume: Option<usize>) -> Result<Vol
         InputSource::Nifti => Ok(crate::io::load_volume(&item.path, item.volume.or(default_volume))?.0),
         InputSource::DicomSeries { .. } => Ok(load_dicom_input(item, &DicomOptions::default())?.0),
     }
+}
+
+/// Loads the volume of one input as [`load_input`] does, with its acquisition
+/// metadata: from the DICOM headers, or for a NIfTI file from the JSON sidecar
+/// next to it (`scan.nii.gz` → `scan.json`; `None` when there is none).
+pub fn load_input_with_metadata(item: &InputItem, default_volume: Option<usize>) -> Result<(Volume, Option<SequenceMetadata>)> {
+    match &item.source {
+        InputSource::Nifti => {
+            let volume = crate::io::load_volume(&item.path, item.volume.or(default_volume))?.0;
+            Ok((volume, nifti_sidecar(&item.path)?))
+        }
+        InputSource::DicomSeries { .. } => {
+            let (volume, info) = load_dicom_input(item, &DicomOptions::default())?;
+            Ok((volume, Some(info.metadata)))
+        }
+    }
+}
+
+/// Reads `scan.json` next to `scan.nii(.gz)`, filling the acquisition plane and
+/// sequence family when the sidecar (written by dcm2niix, say) lacks them.
+fn nifti_sidecar(path: &Path) -> Result<Option<SequenceMetadata>> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")).unwrap_or(&name);
+    let sidecar = path.with_file_name(format!("{stem}.json"));
+    if !sidecar.is_file() {
+        return Ok(None);
+    }
+
+    let mut meta = dicom::read_sidecar(&sidecar)?;
+    if meta.acquisition_plane.is_none() {
+        let orientation = meta.image_orientation_patient_dicom;
+        meta.acquisition_plane = orientation.map(|o| dicom::metadata::acquisition_plane(&o).to_string());
+    }
+    if meta.sequence_family.is_none() {
+        meta.sequence_family = Some(dicom::metadata::sequence_family(&meta).to_string());
+    }
+    Ok(Some(meta))
 }
 
 /// Loads a DICOM input with its series information; a NIfTI input is an error.
