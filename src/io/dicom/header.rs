@@ -37,8 +37,6 @@ pub(crate) mod tags {
     pub const SPACING_BETWEEN_SLICES: Tag = Tag(0x0018, 0x0088);
     pub const SEQUENCE_NAME: Tag = Tag(0x0018, 0x0024);
     pub const FLIP_ANGLE: Tag = Tag(0x0018, 0x1314);
-    /// Siemens private: number of tiles in a mosaic (US).
-    pub const SIEMENS_IMAGES_IN_MOSAIC: Tag = Tag(0x0019, 0x100A);
     pub const SERIES_INSTANCE_UID: Tag = Tag(0x0020, 0x000E);
     pub const SERIES_NUMBER: Tag = Tag(0x0020, 0x0011);
     pub const IMAGE_POSITION_PATIENT: Tag = Tag(0x0020, 0x0032);
