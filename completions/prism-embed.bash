@@ -23,7 +23,7 @@ _prism__embed() {
 
     case "${cmd}" in
         prism__embed)
-            opts="-o -q -w -h -V --output --overwrite --shard --keep-going --quiet --threads --device --weights --volume --preprocess --spacing --clip-percentiles --pooling --roi --overlap --max-voxels --help --version"
+            opts="-o -q -w -h -V --output --overwrite --shard --keep-going --quiet --threads --device --weights --volume --preprocess --spacing --clip-percentiles --pooling --roi --overlap --max-voxels --with-metadata --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -16,5 +16,6 @@ complete -c prism-embed -l max-voxels -d 'Largest preprocessed volume, in voxels
 complete -c prism-embed -l overwrite -d 'Ignore the rows of an earlier run in FILE and FILE.partial and compute every input again'
 complete -c prism-embed -l keep-going -d 'Continue after an input fails; the exit status is then 1 if any input failed. Without it the first failure stops the run (rows written so far are kept)'
 complete -c prism-embed -s q -l quiet -d 'Print only errors on standard error (no progress, no summary)'
+complete -c prism-embed -l with-metadata -d 'Add the columns repetition_time_s, echo_time_s, flip_angle_deg, acquisition_plane and sequence_family after `path`, read from DICOM headers or from the JSON sidecar next to a NIfTI file (scan.nii.gz → scan.json); empty where unknown'
 complete -c prism-embed -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c prism-embed -s V -l version -d 'Print version'

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use prism::cli::batch::run_batch;
 use prism::cli::docs::{check_generated_docs, completion_path};
-use prism::cli::inputs::{expand_inputs, InputItem};
+use prism::cli::inputs::{expand_inputs, InputItem, InputSource};
 use prism::cli::output::{RowSink, WriteOutcome};
 use prism::cli::progress::{Reporter, Summary};
 use prism::cli::shard::{resolve_shard, shard_from_slurm, Shard, ShardSource};
@@ -814,6 +814,7 @@ fn items(names: &[&str]) -> Vec<InputItem> {
             path: PathBuf::from(format!("{name}.nii.gz")),
             volume: None,
             id: name.to_string(),
+            source: InputSource::Nifti,
         })
         .collect()
 }

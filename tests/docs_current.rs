@@ -5,6 +5,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 use prism::cli::docs::{check_generated_docs, update_requested};
+use prism::cli::convert_cmd::ConvertCli;
 use prism::cli::embed_cmd::EmbedCli;
 use prism::cli::weights_cmd::WeightsCli;
 
@@ -23,7 +24,13 @@ fn prism_weights_docs_are_current() {
 }
 
 #[test]
+fn prism_convert_docs_are_current() {
+    check_generated_docs(&ConvertCli::command(), root(), update_requested()).unwrap();
+}
+
+#[test]
 fn command_definitions_are_consistent() {
+    ConvertCli::command().debug_assert();
     EmbedCli::command().debug_assert();
     WeightsCli::command().debug_assert();
 }

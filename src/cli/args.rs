@@ -25,7 +25,7 @@ use crate::{Error, Result};
 pub struct BatchArgs {
     /// Input scans. A NIfTI file is .nii or .nii.gz, and :N appended takes volume N
     /// (0-based) of a 4-D file. A directory is searched recursively, hidden entries
-    /// skipped. @FILE lists inputs one per line, with # comments and paths relative
+    /// skipped, for NIfTI files and DICOM series (one input per series). @FILE lists inputs one per line, with # comments and paths relative
     /// to the list file. - reads such a list from standard input
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,

@@ -5,6 +5,7 @@
 //! (as given or found), then the embedding: `emb_0 … emb_{C−1}` for the mean of the
 //! last stage (C = 768 for the published model), or with `--pooling multiscale`
 //! `s0_0 … s4_{C−1}`, the spatial means of all five stage outputs in order.
+//! With `--with-metadata`, [`METADATA_COLUMNS`] come between `path` and the embedding.
 //!
 //! With `-o FILE`, `FILE.json` records the weights (with their SHA-256) and the
 //! options behind the rows (see [`crate::cli::provenance`]).
@@ -16,13 +17,14 @@ use clap::{Parser, ValueEnum};
 
 use crate::cli::args::BatchArgs;
 use crate::cli::batch::run_batch;
-use crate::cli::inputs::{expand_inputs, InputItem};
+use crate::cli::inputs::{expand_inputs, load_input, load_input_with_metadata, InputItem};
 use crate::cli::output::{format_f32, RowSink};
 use crate::cli::progress::{Reporter, Summary};
 use crate::cli::provenance::{record, sha256_file, write_sidecar};
 use crate::cli::shard::resolve_shard;
 use crate::embed::{embed_tensor, EmbedOptions, Pooling, DEFAULT_MAX_VOXELS};
 use crate::error::{Error, Result};
+use crate::io::dicom::SequenceMetadata;
 use crate::model::SwinEncoder;
 use crate::preprocess::{volume_to_tensor, Normalize, PreprocessOptions};
 
@@ -77,12 +79,45 @@ pub struct EmbedCli {
     /// unless --roi is given
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_VOXELS)]
     pub max_voxels: usize,
+
+    /// Add the columns repetition_time_s, echo_time_s, flip_angle_deg,
+    /// acquisition_plane and sequence_family after `path`, read from DICOM headers or
+    /// from the JSON sidecar next to a NIfTI file (scan.nii.gz → scan.json); empty
+    /// where unknown
+    #[arg(long)]
+    pub with_metadata: bool,
+}
+
+/// Columns `--with-metadata` adds: TR and TE in seconds, flip angle in degrees,
+/// the acquisition plane and the guessed sequence family.
+pub const METADATA_COLUMNS: [&str; 5] = [
+    "repetition_time_s",
+    "echo_time_s",
+    "flip_angle_deg",
+    "acquisition_plane",
+    "sequence_family",
+];
+
+/// The `--with-metadata` fields of one input, empty where unknown.
+fn metadata_fields(meta: Option<&SequenceMetadata>) -> Vec<String> {
+    let number = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let Some(m) = meta else {
+        return vec![String::new(); METADATA_COLUMNS.len()];
+    };
+    vec![
+        number(m.repetition_time),
+        number(m.echo_time),
+        number(m.flip_angle),
+        m.acquisition_plane.clone().unwrap_or_default(),
+        m.sequence_family.clone().unwrap_or_default(),
+    ]
 }
 
 const LONG_ABOUT: &str = "\
 Embed MRI scans with the PRISM encoder: one CSV row per scan.
 
-Each input is read (NIfTI-1, any scalar type), preprocessed as PRISM's fine-tuning
+Each input is read (NIfTI-1 of any scalar type, or a DICOM series found in an
+input folder), preprocessed as PRISM's fine-tuning
 does (RAS+, 1 mm, foreground crop, z-score over non-zero voxels, padding to a
 multiple of 32), passed through the encoder, and pooled into one vector. Rows go
 to standard output, or to --output FILE, which a rerun resumes.
@@ -173,30 +208,16 @@ struct Embedder {
     device: candle_core::Device,
     preprocess: PreprocessOptions,
     embed: EmbedOptions,
-    default_volume: Option<usize>,
 }
 
 impl Embedder {
-    fn embed(&self, item: &InputItem) -> Result<Vec<f32>> {
+    fn embed(&self, item: &InputItem, volume: crate::Volume) -> Result<Vec<f32>> {
         let path = &item.path;
-        let (volume, _) = crate::io::load_volume(path, self.volume_of(item)?)?;
         check_values(path, &volume)?;
 
         let (volume, _) = self.preprocess.apply(volume).map_err(|e| on_file(path, e))?;
         let x = volume_to_tensor(&volume, &self.device)?;
         embed_tensor(&self.encoder, &x, &self.embed).map_err(|e| on_file(path, e))
-    }
-}
-
-impl Embedder {
-    /// Picks the volume to read: the input's own `:N`, else `--volume` when the file
-    /// is 4-D. A 3-D file ignores `--volume`, so one option serves a mixed list.
-    fn volume_of(&self, item: &InputItem) -> Result<Option<usize>> {
-        if item.volume.is_some() || self.default_volume.is_none() {
-            return Ok(item.volume);
-        }
-        let header = crate::io::read_header(&item.path)?;
-        Ok(if header.n_volumes() > 1 { self.default_volume } else { None })
     }
 }
 
@@ -244,6 +265,9 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
 
     let encoder = crate::weights::load_encoder(&weights, &device)?;
     let mut header = vec!["id".to_string(), "path".to_string()];
+    if cli.with_metadata {
+        header.extend(METADATA_COLUMNS.map(String::from));
+    }
     header.extend(embed.pooling.column_names(&encoder));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let sink = match &cli.batch.output {
@@ -259,11 +283,18 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         device,
         preprocess,
         embed,
-        default_volume: cli.volume,
     };
     let summary = run_batch(&items, sink, reporter, cli.batch.keep_going, |item, _| {
-        let values = embedder.embed(item)?;
+        let (volume, meta) = if cli.with_metadata {
+            load_input_with_metadata(item, cli.volume)?
+        } else {
+            (load_input(item, cli.volume)?, None)
+        };
+        let values = embedder.embed(item, volume)?;
         let mut row = vec![item.path.display().to_string()];
+        if cli.with_metadata {
+            row.extend(metadata_fields(meta.as_ref()));
+        }
         row.extend(values.iter().map(|v| format_f32(*v)));
         Ok(row)
     })?;

@@ -28,25 +28,120 @@
 //! `x.nii.gz`), which no prefix separates, are numbered instead: the first keeps
 //! the id and the later ones get `_2`, `_3`, ... in list order.
 //!
-//! NOTE: DICOM series will join here: a directory containing DICOM files will be
-//! one series input instead of a tree to search. DICOM is not read yet.
+//! DICOM: a directory is also searched for DICOM files (any file other than
+//! NIfTI that has the `DICM` marker, see [`crate::io::dicom::is_dicom_file`]).
+//! All DICOM files found under one directory argument are grouped into series
+//! together, so an input list may mix NIfTI files and DICOM folders; each series
+//! becomes one input whose path is the folder of its first file and whose id is the
+//! series id (`<SeriesNumber>_<SeriesDescription>`, see [`crate::io::dicom`]), made
+//! unique with parent folder names like any other id. A single DICOM file can also
+//! be named directly. A DICOM file whose header cannot be parsed becomes an input of
+//! its own that fails when loaded, so `--keep-going` processes the rest. Within a
+//! directory the NIfTI files come first, then the DICOM series in order of folder
+//! and id.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::BufRead;
 use std::path::{Component, Path, PathBuf};
 
+use crate::io::dicom::{self, DicomOptions, SequenceMetadata, SeriesInfo};
+use crate::volume::Volume;
 use crate::{Error, Result};
 
 /// One scan to process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputItem {
-    /// Path as given (or as found under a directory, or resolved from a list file).
+    /// Path as given (or as found under a directory, or resolved from a list file);
+    /// for a DICOM series, the folder of its first file.
     pub path: PathBuf,
     /// Volume of a 4-D image (0-based), when the input named one with `:N`.
     pub volume: Option<usize>,
     /// Unique id, used as the first column of the output row.
     pub id: String,
+    /// Where the voxels come from.
+    pub source: InputSource,
+}
+
+/// The file format of an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSource {
+    /// A NIfTI file: `path` (and `volume`) of the [`InputItem`].
+    Nifti,
+    /// A DICOM series made of `files`.
+    DicomSeries {
+        files: Vec<PathBuf>,
+        series_uid: String,
+        /// Series id from the scan, before it was made unique among all inputs.
+        series_id: String,
+    },
+}
+
+/// Loads the volume of one input: a NIfTI file (volume `item.volume`, else
+/// `default_volume`, of a 4-D file), or a DICOM series with default [`DicomOptions`].
+pub fn load_input(item: &InputItem, default_volume: Option<usize>) -> Result<Volume> {
+    match &item.source {
+        InputSource::Nifti => Ok(crate::io::load_volume(&item.path, nifti_volume(item, default_volume)?)?.0),
+        InputSource::DicomSeries { .. } => Ok(load_dicom_input(item, &DicomOptions::default())?.0),
+    }
+}
+
+/// Picks the volume of a NIfTI input: its own `:N`, else `default_volume` (the
+/// `--volume` option) when the file is 4-D. A 3-D file ignores the option, so one
+/// option serves a list that mixes 3-D scans and 4-D series.
+fn nifti_volume(item: &InputItem, default_volume: Option<usize>) -> Result<Option<usize>> {
+    if item.volume.is_some() || default_volume.is_none() {
+        return Ok(item.volume);
+    }
+    let header = crate::io::read_header(&item.path)?;
+    Ok(if header.n_volumes() > 1 { default_volume } else { None })
+}
+
+/// Loads the volume of one input as [`load_input`] does, with its acquisition
+/// metadata: from the DICOM headers, or for a NIfTI file from the JSON sidecar
+/// next to it (`scan.nii.gz` → `scan.json`; `None` when there is none).
+pub fn load_input_with_metadata(item: &InputItem, default_volume: Option<usize>) -> Result<(Volume, Option<SequenceMetadata>)> {
+    match &item.source {
+        InputSource::Nifti => {
+            let volume = crate::io::load_volume(&item.path, nifti_volume(item, default_volume)?)?.0;
+            Ok((volume, nifti_sidecar(&item.path)?))
+        }
+        InputSource::DicomSeries { .. } => {
+            let (volume, info) = load_dicom_input(item, &DicomOptions::default())?;
+            Ok((volume, Some(info.metadata)))
+        }
+    }
+}
+
+/// Reads `scan.json` next to `scan.nii(.gz)`, filling the acquisition plane and
+/// sequence family when the sidecar (written by dcm2niix, say) lacks them.
+fn nifti_sidecar(path: &Path) -> Result<Option<SequenceMetadata>> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")).unwrap_or(&name);
+    let sidecar = path.with_file_name(format!("{stem}.json"));
+    if !sidecar.is_file() {
+        return Ok(None);
+    }
+
+    let mut meta = dicom::read_sidecar(&sidecar)?;
+    if meta.acquisition_plane.is_none() {
+        let orientation = meta.image_orientation_patient_dicom;
+        meta.acquisition_plane = orientation.map(|o| dicom::metadata::acquisition_plane(&o).to_string());
+    }
+    if meta.sequence_family.is_none() {
+        meta.sequence_family = Some(dicom::metadata::sequence_family(&meta).to_string());
+    }
+    Ok(Some(meta))
+}
+
+/// Loads a DICOM input with its series information; a NIfTI input is an error.
+pub fn load_dicom_input(item: &InputItem, options: &DicomOptions) -> Result<(Volume, SeriesInfo)> {
+    let InputSource::DicomSeries { files, series_id, .. } = &item.source else {
+        return Err(Error::file(&item.path, "not a DICOM series"));
+    };
+    let (volume, mut info) = dicom::load_series_files(files, series_id, options)?;
+    info.id = item.id.clone();
+    Ok((volume, info))
 }
 
 /// Splits `scan.nii.gz:2` into the path and the volume index.
@@ -109,6 +204,13 @@ pub fn expand_inputs(args: &[String], stdin: &mut dyn BufRead) -> Result<Vec<Inp
 struct Found {
     path: PathBuf,
     volume: Option<usize>,
+    source: InputSource,
+}
+
+impl Found {
+    fn nifti(path: PathBuf, volume: Option<usize>) -> Self {
+        Found { path, volume, source: InputSource::Nifti }
+    }
 }
 
 fn has_nifti_extension(name: &str) -> bool {
@@ -189,28 +291,77 @@ fn expand_path(path: &Path, volume: Option<usize>, found: &mut Vec<Found>) -> Re
         return expand_directory(path, found);
     }
 
+    if !is_nifti_path(path) && volume.is_none() && dicom::is_dicom_file(path) {
+        return add_dicom_series(path, &[path.to_path_buf()], found);
+    }
     if !is_nifti_path(path) {
         return Err(Error::file(
             path,
-            "not a NIfTI file name: expected the extension .nii or .nii.gz",
+            "not a NIfTI file name (.nii, .nii.gz) and not a DICOM file",
         ));
     }
-    found.push(Found {
-        path: path.to_path_buf(),
-        volume,
-    });
+    found.push(Found::nifti(path.to_path_buf(), volume));
     Ok(())
+}
+
+/// Groups DICOM files into series and adds one input per series, plus one per
+/// unreadable file (its load reports the parse error).
+fn add_dicom_series(source: &Path, files: &[PathBuf], found: &mut Vec<Found>) -> Result<()> {
+    let scan = dicom::scan_files(files);
+    if scan.series.is_empty() && scan.unreadable.is_empty() {
+        return Err(Error::file(source, "DICOM file without an image (or a DICOMDIR)"));
+    }
+
+    let mut series: Vec<Found> = scan
+        .series
+        .into_iter()
+        .map(|s| Found {
+            path: folder_of(&s.files[0]),
+            volume: None,
+            source: InputSource::DicomSeries {
+                files: s.files,
+                series_uid: s.series_uid,
+                series_id: s.id,
+            },
+        })
+        .collect();
+    series.sort_by(|a, b| (&a.path, base_id(a)).cmp(&(&b.path, base_id(b))));
+    found.extend(series);
+
+    for error in scan.unreadable {
+        let file = match &error {
+            Error::File { path, .. } | Error::Io { path, .. } => path.clone(),
+            _ => continue,
+        };
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        found.push(Found {
+            path: folder_of(&file),
+            volume: None,
+            source: InputSource::DicomSeries {
+                files: vec![file],
+                series_uid: String::new(),
+                series_id: dicom::sanitize(&name),
+            },
+        });
+    }
+    Ok(())
+}
+
+fn folder_of(file: &Path) -> PathBuf {
+    file.parent().map_or_else(|| file.to_path_buf(), Path::to_path_buf)
 }
 
 fn expand_directory(dir: &Path, found: &mut Vec<Found>) -> Result<()> {
     let mut files = Vec::new();
+    let mut others = Vec::new();
     let mut ancestors = Vec::new();
-    walk_directory(dir, &mut ancestors, &mut files)?;
+    walk_directory(dir, &mut ancestors, &mut files, &mut others)?;
+    let dicom_files: Vec<PathBuf> = others.into_iter().filter(|p| dicom::is_dicom_file(p)).collect();
 
-    if files.is_empty() {
+    if files.is_empty() && dicom_files.is_empty() {
         return Err(Error::file(
             dir,
-            "no NIfTI files (.nii, .nii.gz) in this directory or below (hidden files and directories are skipped)",
+            "no NIfTI files (.nii, .nii.gz) or DICOM files in this directory or below (hidden files and directories are skipped)",
         ));
     }
 
@@ -219,17 +370,22 @@ fn expand_directory(dir: &Path, found: &mut Vec<Found>) -> Result<()> {
             .as_encoded_bytes()
             .cmp(b.as_os_str().as_encoded_bytes())
     });
-    found.extend(files.into_iter().map(|path| Found { path, volume: None }));
+    found.extend(files.into_iter().map(|path| Found::nifti(path, None)));
+    if !dicom_files.is_empty() {
+        add_dicom_series(dir, &dicom_files, found)?;
+    }
     Ok(())
 }
 
-/// Collects NIfTI files under `dir`. `ancestors` contains the canonical paths of the
+/// Collects NIfTI files under `dir` into `files` and other regular files into
+/// `others`. `ancestors` contains the canonical paths of the
 /// directories on the current descent, so a symbolic link back to one of them is
 /// skipped instead of recursing forever.
 fn walk_directory(
     dir: &Path,
     ancestors: &mut Vec<PathBuf>,
     files: &mut Vec<PathBuf>,
+    others: &mut Vec<PathBuf>,
 ) -> Result<()> {
     let canonical = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
     if ancestors.contains(&canonical) {
@@ -253,9 +409,11 @@ fn walk_directory(
         };
 
         if metadata.is_dir() {
-            walk_directory(&path, ancestors, files)?;
+            walk_directory(&path, ancestors, files, others)?;
         } else if metadata.is_file() && is_nifti_path(&path) {
             files.push(path);
+        } else if metadata.is_file() {
+            others.push(path);
         }
     }
 
@@ -263,7 +421,8 @@ fn walk_directory(
     Ok(())
 }
 
-/// Drops later occurrences of the same scan and volume. Two paths name the same
+/// Drops later occurrences of the same scan and volume (for DICOM, the same folder
+/// and series). Two paths name the same
 /// scan when their directories resolve to the same canonical directory and the
 /// file names are equal. The file itself is not resolved, because in git-annex
 /// datasets distinct scans with equal content are links to one object.
@@ -271,7 +430,11 @@ fn remove_duplicates(found: Vec<Found>) -> Result<Vec<Found>> {
     let mut seen = HashSet::new();
     let mut unique = Vec::with_capacity(found.len());
     for item in found {
-        if seen.insert((identity(&item.path)?, item.volume)) {
+        let series = match &item.source {
+            InputSource::Nifti => None,
+            InputSource::DicomSeries { series_uid, series_id, .. } => Some((series_uid.clone(), series_id.clone())),
+        };
+        if seen.insert((identity(&item.path)?, item.volume, series)) {
             unique.push(item);
         }
     }
@@ -290,6 +453,9 @@ fn identity(path: &Path) -> Result<PathBuf> {
 
 /// Returns the file name without `.nii.gz`/`.nii`, plus `_vN` for a chosen volume.
 fn base_id(item: &Found) -> String {
+    if let InputSource::DicomSeries { series_id, .. } = &item.source {
+        return series_id.clone();
+    }
     let name = item
         .path
         .file_name()
@@ -337,7 +503,14 @@ fn id_with_parents(base: &str, parents: &[String], depth: usize) -> String {
 
 fn assign_ids(found: Vec<Found>) -> Vec<InputItem> {
     let bases: Vec<String> = found.iter().map(base_id).collect();
-    let parents: Vec<Vec<String>> = found.iter().map(|f| parent_names(&f.path)).collect();
+    // A DICOM series' path is its folder, which is the first name to prefix.
+    let parents: Vec<Vec<String>> = found
+        .iter()
+        .map(|f| match f.source {
+            InputSource::Nifti => parent_names(&f.path),
+            InputSource::DicomSeries { .. } => parent_names(&f.path.join("series")),
+        })
+        .collect();
     let mut depths = vec![0usize; found.len()];
 
     // Each round prefixes one more directory to every member of a colliding group
@@ -374,6 +547,7 @@ fn assign_ids(found: Vec<Found>) -> Vec<InputItem> {
             path: f.path,
             volume: f.volume,
             id,
+            source: f.source,
         })
         .collect()
 }
@@ -452,10 +626,7 @@ mod tests {
     }
 
     fn found(path: &str, volume: Option<usize>) -> Found {
-        Found {
-            path: PathBuf::from(path),
-            volume,
-        }
+        Found::nifti(PathBuf::from(path), volume)
     }
 
     #[test]

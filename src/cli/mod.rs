@@ -13,6 +13,7 @@
 
 pub mod args;
 pub mod batch;
+pub mod convert_cmd;
 pub mod docs;
 pub mod embed_cmd;
 pub mod inputs;

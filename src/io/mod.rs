@@ -1,4 +1,4 @@
-//! Image file input and output: NIfTI-1 (`.nii`, `.nii.gz`).
+//! Image file input and output: NIfTI-1 (`.nii`, `.nii.gz`), and DICOM input ([`dicom`]).
 //!
 //! - [`load_volume`] reads one 3-D volume as `f32` (any scalar datatype, scaled by
 //!   `scl_slope`/`scl_inter`) with its affine chosen as nibabel does, and
@@ -11,6 +11,7 @@
 //! and truncated or corrupt files are rejected with the reason.
 
 pub mod atomic;
+pub mod dicom;
 mod nifti;
 mod nifti_write;
 mod qform;
