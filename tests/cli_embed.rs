@@ -293,9 +293,20 @@ fn keep_going_processes_the_rest_and_exits_1() {
 
     let out = embed().arg("--keep-going").arg(&bad).arg(&good).arg("-o").arg(&out_csv).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert!(!out_csv.exists(), "an incomplete run must not leave the output file for make");
+    let partial = std::fs::read_to_string(tmp.path().join("emb.csv.partial")).unwrap();
+    let ids: Vec<String> = rows(&partial)[1..].iter().map(|r| r[0].clone()).collect();
+    assert_eq!(ids, ["good"]);
+
+    // Once the bad input is fixed, a rerun embeds only it and writes the file.
+    std::fs::copy(&good, &bad).unwrap();
+    let rerun = embed().arg("--keep-going").arg(&bad).arg(&good).arg("-o").arg(&out_csv).output().unwrap();
+    assert_eq!(rerun.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&rerun.stderr);
+    assert!(log.contains("skipped good"), "{log}");
     let csv = std::fs::read_to_string(&out_csv).unwrap();
     let ids: Vec<String> = rows(&csv)[1..].iter().map(|r| r[0].clone()).collect();
-    assert_eq!(ids, ["good"]);
+    assert_eq!(ids, ["bad", "good"]);
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub struct BatchArgs {
     pub inputs: Vec<String>,
 
     /// Write the CSV to FILE instead of standard output. Rows collect in FILE.partial
-    /// while running; FILE appears when the run ends. A rerun skips inputs already in
+    /// while running; FILE appears when the run ends with every input done. A rerun skips inputs already in
     /// FILE or FILE.partial
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -12,8 +12,8 @@ use crate::Result;
 /// `process` returns the row's fields after the id column, which this function
 /// fills with the input's id. Inputs whose id was loaded from an earlier run
 /// ([`RowSink::is_resumed`]) are skipped. A failed input is reported; without
-/// `keep_going` the run then stops. The sink is finished in every case, so rows
-/// already written are kept. When the reader of stdout closes the pipe, the run
+/// `keep_going` the run then stops. The output file is written only when every
+/// input succeeded; otherwise the finished rows stay in `FILE.partial` for a rerun. When the reader of stdout closes the pipe, the run
 /// stops early and counts as a success.
 ///
 /// Returns `Err` only for errors outside single inputs (writing the output file);
@@ -30,7 +30,20 @@ where
 {
     reporter.start(items.len());
     let looped = process_items(items, &mut sink, reporter, keep_going, &mut process);
-    let finished = sink.finish();
+    let failed = reporter.failed_so_far();
+    let finished = if looped.is_ok() && failed == 0 {
+        sink.finish().map(|_| ())
+    } else {
+        sink.abandon().map(|partial| {
+            if let Some(partial) = partial {
+                reporter.info(&format!(
+                    "{failed} input(s) failed, so the output file was not written; the finished rows \
+                     are kept in {} and a rerun retries only the rest",
+                    partial.display()
+                ));
+            }
+        })
+    };
     let summary = reporter.finish();
 
     looped?;

@@ -30,6 +30,10 @@
 //!   (every input was already in `FILE`), `FILE` is left untouched, so its
 //!   modification time does not trigger `make` rules again.
 //!
+//! - [`RowSink::abandon`] ends a run in which an input failed: the rows stay in
+//!   `FILE.partial` and `FILE` is not written, so the failed inputs are retried
+//!   by the next run.
+//!
 //! So a killed job leaves `FILE` as it was (or absent) plus `FILE.partial`, and
 //! a reader such as `make` never finds a half-written `FILE`, because a rename
 //! within one POSIX file system replaces the file atomically.
@@ -211,6 +215,23 @@ impl RowSink {
                 file.insert(row);
                 file.changed = true;
                 Ok(WriteOutcome::Written)
+            }
+        }
+    }
+
+    /// Ends a run that left inputs undone: flushes a stream, or leaves the rows in
+    /// `FILE.partial` without writing `FILE`, so a rerun resumes and a Makefile never
+    /// sees an incomplete `FILE` as up to date. Returns the partial file's path.
+    pub fn abandon(self) -> Result<Option<PathBuf>> {
+        match self.target {
+            Target::Stream(mut stream) => {
+                stream.finish()?;
+                Ok(None)
+            }
+            Target::File(file) => {
+                let mut partial = &file.partial;
+                partial.flush().map_err(|e| Error::io(&file.partial_path, e))?;
+                Ok(Some(file.partial_path.clone()))
             }
         }
     }

@@ -157,6 +157,11 @@ impl Reporter {
         self.print_error(&line);
     }
 
+    /// Returns how many items have failed so far.
+    pub fn failed_so_far(&self) -> usize {
+        self.summary.failed
+    }
+
     /// Ends the run: removes the bar, prints the counts and elapsed time (not
     /// with `--quiet`) and returns the counts.
     pub fn finish(&mut self) -> Summary {
