@@ -181,7 +181,7 @@ fn sliding_windows_cover_the_scan() {
 #[test]
 fn roi_not_multiple_of_32_is_refused() {
     let out = embed().args(["--roi", "40"]).arg(data("mni152_2009a_t1.nii.gz")).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "an invalid option is a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("multiple of 32"), "{err}");
 }
@@ -359,4 +359,44 @@ fn output_gets_provenance_sidecar() {
     assert_eq!(record["details"]["preprocess"]["spacing_mm"], serde_json::json!([4.0, 4.0, 4.0]));
     let sha = record["details"]["weights"]["sha256"].as_str().unwrap();
     assert_eq!(sha, prism::cli::provenance::sha256_file(&weights()).unwrap());
+}
+
+#[test]
+fn invalid_options_are_usage_errors() {
+    let cases: [&[&str]; 5] = [
+        &["--overlap", "1"],
+        &["--spacing", "0"],
+        &["--spacing", "0.001"],
+        &["--clip-percentiles", "99,1"],
+        &["--clip-percentiles", "1,2,3"],
+    ];
+    for args in cases {
+        let out = embed().args(args).arg(data("mni152_2009a_t1.nii.gz")).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn clip_percentiles_take_comma_pair() {
+    let csv = stdout_of(embed().args(["--clip-percentiles", "0.5,99.5"]).arg(data("mni152_2009a_t1.nii.gz")));
+    assert_eq!(rows(&csv).len(), 2);
+}
+
+#[test]
+fn output_over_an_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scan = copy_scan(tmp.path(), "victim.nii.gz");
+    let before = std::fs::read(&scan).unwrap();
+    let out = embed().arg(&scan).arg("-o").arg(&scan).arg("--overwrite").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read(&scan).unwrap(), before, "the input is untouched");
+}
+
+#[test]
+fn dash_output_means_stdout() {
+    let csv = stdout_of(embed().arg(data("mni152_2009a_t1.nii.gz")).args(["-o", "-"]));
+    assert_eq!(rows(&csv).len(), 2);
+    assert!(!Path::new("-").exists());
 }

@@ -30,6 +30,13 @@ use crate::preprocess::{volume_to_tensor, Normalize, PreprocessOptions};
 
 pub const TOOL: &str = "prism-embed";
 
+/// Smallest accepted `--spacing`, in mm.
+const MIN_SPACING_MM: f64 = 0.05;
+
+/// `--roi` sizes must be multiples of the published encoder's down-sampling factor.
+/// NOTE: an encoder with another patch size or depth would need its own factor.
+const ROI_MULTIPLE: usize = 32;
+
 /// Embed MRI scans with the PRISM encoder: one CSV row per scan
 #[derive(Debug, Clone, Parser)]
 #[command(name = "prism-embed", version, long_about = LONG_ABOUT)]
@@ -59,7 +66,7 @@ pub struct EmbedCli {
 
     /// Clip intensities to these percentiles of the non-zero voxels before the z-score
     /// (for example 0.5,99.5); default: z-score only
-    #[arg(long, value_name = "LO,HI", value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_name = "LO,HI", value_delimiter = ',')]
     pub clip_percentiles: Option<Vec<f64>>,
 
     /// Stage outputs pooled into the embedding
@@ -159,9 +166,21 @@ impl EmbedCli {
             return Ok(PreprocessOptions::none());
         }
         let mut opts = PreprocessOptions::prism_default();
-        opts.spacing = Some(three("--spacing", &self.spacing, |v| v > 0.0 && v.is_finite())?);
+        // 0.05 mm is far below any MRI resolution; smaller values only make the
+        // resampled grid too large to allocate.
+        let spacing = three("--spacing", &self.spacing, |v| v.is_finite() && v >= MIN_SPACING_MM)
+            .map_err(|_| Error::invalid(format!(
+                "invalid --spacing {:?}: give one or three voxel sizes in mm, each at least {MIN_SPACING_MM}",
+                self.spacing
+            )))?;
+        opts.spacing = Some(spacing);
         if let Some(p) = &self.clip_percentiles {
-            let (lo, hi) = (p[0], p[1]);
+            let &[lo, hi] = p.as_slice() else {
+                return Err(Error::invalid(format!(
+                    "--clip-percentiles takes two values, LO,HI (for example 0.5,99.5), got {}",
+                    p.len()
+                )));
+            };
             if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo >= hi {
                 return Err(Error::invalid(format!(
                     "--clip-percentiles needs 0 <= LO < HI <= 100, got {lo},{hi}"
@@ -174,9 +193,20 @@ impl EmbedCli {
 
     fn embed_options(&self) -> Result<EmbedOptions> {
         let roi = match &self.roi {
-            Some(r) => Some(three("--roi", r, |v| v > 0)?),
+            Some(r) => Some(three("--roi", r, |v| v > 0 && v % ROI_MULTIPLE == 0).map_err(|_| {
+                Error::invalid(format!(
+                    "invalid --roi {r:?}: give one or three window sizes in voxels, each a positive \
+                     multiple of {ROI_MULTIPLE} (the encoder's down-sampling factor), such as 96 or 128"
+                ))
+            })?),
             None => None,
         };
+        if !(0.0..1.0).contains(&self.overlap) {
+            return Err(Error::invalid(format!(
+                "invalid --overlap {}: the fraction shared by neighbouring windows must be in [0, 1)",
+                self.overlap
+            )));
+        }
         Ok(EmbedOptions {
             pooling: match self.pooling {
                 PoolingMode::Last => Pooling::LastStage,
@@ -270,7 +300,13 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     }
     header.extend(embed.pooling.column_names(&encoder));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    let sink = match &cli.batch.output {
+    // `-o -` means standard output, as for most Unix tools.
+    let output = cli.batch.output.as_deref().filter(|p| *p != Path::new("-"));
+    if let Some(path) = output {
+        let inputs: Vec<&Path> = items.iter().flat_map(|i| i.source_files()).collect();
+        crate::io::atomic::reject_output_over_input(path, &inputs)?;
+    }
+    let sink = match output {
         Some(path) => {
             let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
             RowSink::file(path, &header, &ids, cli.batch.overwrite)?
@@ -299,7 +335,7 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         Ok(row)
     })?;
 
-    if let Some(output) = &cli.batch.output {
+    if let (Some(output), true) = (output, summary.failed == 0) {
         let record = provenance_record(cli, &weights, &embedder)?;
         write_sidecar(output, &record)?;
     }

@@ -77,6 +77,16 @@ pub enum InputSource {
     },
 }
 
+impl InputItem {
+    /// Returns the files this input is read from.
+    pub fn source_files(&self) -> Vec<&Path> {
+        match &self.source {
+            InputSource::Nifti => vec![self.path.as_path()],
+            InputSource::DicomSeries { files, .. } => files.iter().map(PathBuf::as_path).collect(),
+        }
+    }
+}
+
 /// Loads the volume of one input: a NIfTI file (volume `item.volume`, else
 /// `default_volume`, of a 4-D file), or a DICOM series with default [`DicomOptions`].
 pub fn load_input(item: &InputItem, default_volume: Option<usize>) -> Result<Volume> {

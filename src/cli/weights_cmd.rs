@@ -63,6 +63,7 @@ pub fn run(cli: &WeightsCli) -> Result<String> {
             Ok(format!("{}: {}", input.display(), describe(&cfg)))
         }
         WeightsCommand::Convert { input, output } => {
+            crate::io::atomic::reject_output_over_input(output, &[input.as_path()])?;
             let cfg = convert_to_safetensors(input, output)?;
             Ok(format!("{}: wrote {}", output.display(), describe(&cfg)))
         }

@@ -42,3 +42,20 @@ pub fn temp_file_beside(path: &Path) -> Result<NamedTempFile> {
     }
     builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))
 }
+
+/// Fails when `output` is one of `inputs` (the same file, through any path), so a
+/// mistyped `-o` can never replace a scan or a checkpoint with the tool's output.
+pub fn reject_output_over_input(output: &Path, inputs: &[&Path]) -> Result<()> {
+    let Ok(target) = fs::canonicalize(output) else {
+        return Ok(()); // the output does not exist yet, so it is no input
+    };
+    for input in inputs {
+        if fs::canonicalize(input).is_ok_and(|p| p == target) {
+            return Err(Error::invalid(format!(
+                "the output {} is also an input; choose another output path",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -111,6 +111,17 @@ pub fn resample_to_grid_border(
 /// the voxel map is within 1e-3 of the identity (numpy `allclose`, `rtol` 1e-5).
 pub fn resample_to_spacing(volume: &Volume, spacing: [f64; 3], interp: Interp) -> Result<Volume> {
     let (target_affine, target_shape) = spacing_grid(&volume.affine, volume.shape(), spacing)?;
+    let voxels = target_shape.iter().map(|&n| n as u64).product::<u64>();
+    if voxels > crate::io::MAX_VOXELS {
+        return Err(Error::invalid(format!(
+            "resampling to {spacing:?} mm gives {}x{}x{} voxels, above the limit of {} voxels; \
+             choose a larger spacing",
+            target_shape[0],
+            target_shape[1],
+            target_shape[2],
+            crate::io::MAX_VOXELS
+        )));
+    }
 
     let to_input = volume.affine.inverse()?.compose(&target_affine);
     let unchanged = monai_allclose(&volume.affine, &target_affine)
