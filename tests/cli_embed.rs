@@ -249,6 +249,14 @@ fn bad_inputs_get_one_line_errors() {
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     assert_rejected(&truncated, "truncated");
 
+    // One flipped bit in the gzip trailer's CRC-32: the voxel bytes decode, the check fails.
+    let bad_crc = dir.join("bad_crc.nii.gz");
+    let mut flipped = full.clone();
+    let crc_byte = flipped.len() - 6;
+    flipped[crc_byte] ^= 0x01;
+    std::fs::write(&bad_crc, &flipped).unwrap();
+    assert_rejected(&bad_crc, "corrupt");
+
     let zeros = dir.join("zeros.nii.gz");
     write_f32(&zeros, Array3::zeros((20, 20, 20)));
     assert_rejected(&zeros, "zero");

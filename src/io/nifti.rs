@@ -235,6 +235,7 @@ pub fn load_volume(path: &Path, volume: Option<usize>) -> Result<(Volume, NiftiH
     if (raw.len() as u64) < volume_bytes {
         return Err(truncated(start + raw.len() as u64));
     }
+    source.check_integrity(path)?;
 
     let values = decode(raw, scalar, endianness, info.scaling())
         .map_err(|e| Error::file(path, format!("cannot decode voxel data: {e}")))?;

@@ -118,6 +118,19 @@ impl Source {
         Ok(buf)
     }
 
+    /// Reads a gzip stream to its end, which makes the decoder check the CRC-32 and
+    /// length in the gzip trailer; the voxel bytes alone never reach it. A plain
+    /// file has no checksum and passes.
+    pub(super) fn check_integrity(&mut self, path: &Path) -> Result<()> {
+        if !self.is_gzip() {
+            return Ok(());
+        }
+        let (reader, _) = self.reader();
+        io::copy(reader, &mut io::sink())
+            .map(|_| ())
+            .map_err(|e| Error::file(path, format!("gzip stream is corrupt: its checksum or length does not match ({e})")))
+    }
+
     /// Moves forward to uncompressed byte `target`: a seek for a plain file, a
     /// read-and-discard for gzip.
     pub(super) fn skip_to(
