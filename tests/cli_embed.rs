@@ -408,3 +408,33 @@ fn dash_output_means_stdout() {
     assert_eq!(rows(&csv).len(), 2);
     assert!(!Path::new("-").exists());
 }
+
+#[test]
+fn volume_option_runs_resume_per_volume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("vol.csv");
+    for v in ["0", "1"] {
+        embed().args(["--volume", v]).arg(data("example4d.nii.gz")).arg("-o").arg(&out).assert().success();
+    }
+    let csv = std::fs::read_to_string(&out).unwrap();
+    // The current run's inputs come first, then the rows of earlier runs.
+    let ids: Vec<String> = rows(&csv)[1..].iter().map(|r| r[0].clone()).collect();
+    assert_eq!(ids, ["example4d_v1", "example4d_v0"]);
+}
+
+#[test]
+fn renamed_ids_on_rerun_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for sub in ["a", "b"] {
+        std::fs::create_dir(tmp.path().join(sub)).unwrap();
+        copy_scan(&tmp.path().join(sub), "t1.nii.gz");
+    }
+    let out = tmp.path().join("emb.csv");
+    embed().arg(tmp.path().join("a/t1.nii.gz")).arg("-o").arg(&out).assert().success();
+
+    // With b/t1.nii.gz added, a's scan is named a_t1: resuming by id would embed it twice.
+    let run = embed().arg(tmp.path().join("a/t1.nii.gz")).arg(tmp.path().join("b/t1.nii.gz")).arg("-o").arg(&out).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("--overwrite"), "{err}");
+}

@@ -17,7 +17,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::cli::args::BatchArgs;
 use crate::cli::batch::run_batch;
-use crate::cli::inputs::{expand_inputs, load_input, load_input_with_metadata, InputItem};
+use crate::cli::inputs::{expand_inputs, load_input, load_input_with_metadata, InputItem, InputSource};
 use crate::cli::output::{format_f32, RowSink};
 use crate::cli::progress::{Reporter, Summary};
 use crate::cli::provenance::{record, sha256_file, write_sidecar};
@@ -292,6 +292,7 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         Some((shard, _)) => shard.select(&items),
         None => items,
     };
+    let items = apply_default_volume(items, cli.volume)?;
 
     let encoder = crate::weights::load_encoder(&weights, &device)?;
     let mut header = vec!["id".to_string(), "path".to_string()];
@@ -309,7 +310,9 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     let sink = match output {
         Some(path) => {
             let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-            RowSink::file(path, &header, &ids, cli.batch.overwrite)?
+            let sink = RowSink::file(path, &header, &ids, cli.batch.overwrite)?;
+            check_resumed_paths(path, &sink, &items)?;
+            sink
         }
         None => RowSink::stdout(&header)?,
     };
@@ -340,6 +343,61 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         write_sidecar(output, &record)?;
     }
     Ok(summary)
+}
+
+/// Gives `--volume N` to every 4-D NIfTI input without its own `:N`, with the same
+/// `_vN` id suffix as `scan.nii.gz:N`, so runs over different volumes of one series
+/// never share ids. A file that cannot be read keeps no volume and fails later,
+/// with the other per-scan errors.
+fn apply_default_volume(items: Vec<InputItem>, volume: Option<usize>) -> Result<Vec<InputItem>> {
+    let Some(volume) = volume else {
+        return Ok(items);
+    };
+    Ok(items
+        .into_iter()
+        .map(|mut item| {
+            let is_4d = matches!(item.source, InputSource::Nifti)
+                && item.volume.is_none()
+                && crate::io::read_header(&item.path).is_ok_and(|h| h.n_volumes() > 1);
+            if is_4d {
+                item.volume = Some(volume);
+                item.id = format!("{}_v{volume}", item.id);
+            }
+            item
+        })
+        .collect())
+}
+
+/// Fails when a row kept from an earlier run pairs an id and a path differently
+/// from the current inputs.
+///
+/// Ids come from file names and get parent folders prefixed only when two inputs
+/// share a name, so another input list can give a scan a new id, or an id to another
+/// scan. Resuming by id would then skip a scan or embed one twice.
+fn check_resumed_paths(output: &Path, sink: &RowSink, items: &[InputItem]) -> Result<()> {
+    // The series of one DICOM folder and the volumes of one 4-D file share a path
+    // (their ids differ by series or `_vN`), so only 3-D NIfTI inputs pair one path
+    // with one id.
+    let current: Vec<(String, &str)> = items
+        .iter()
+        .filter(|i| matches!(i.source, InputSource::Nifti) && i.volume.is_none())
+        .map(|i| (i.path.display().to_string(), i.id.as_str()))
+        .collect();
+    for row in sink.resumed_rows() {
+        let (Some(old_id), Some(old_path)) = (row.first(), row.get(1)) else {
+            continue;
+        };
+        for (path, id) in &current {
+            if (id == old_id) != (path == old_path) {
+                return Err(Error::invalid(format!(
+                    "{}: an earlier run wrote id '{old_id}' for {old_path}, but now id '{id}' names {path}; \
+                     the input list changed how scans are named, so write to a new file or pass --overwrite",
+                    output.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Describes the computation behind the rows, for the `FILE.json` sidecar.

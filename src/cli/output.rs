@@ -190,6 +190,14 @@ impl RowSink {
         self.resumed.ids.contains(id)
     }
 
+    /// Returns the rows loaded on start (id first), empty for a stream.
+    pub fn resumed_rows(&self) -> &[Vec<String>] {
+        match &self.target {
+            Target::File(file) => &file.rows,
+            Target::Stream(_) => &[],
+        }
+    }
+
     /// Returns the header given on creation.
     pub fn header(&self) -> &[String] {
         &self.header
