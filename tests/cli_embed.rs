@@ -363,10 +363,30 @@ fn output_gets_provenance_sidecar() {
     let text = std::fs::read_to_string(tmp.path().join("emb.csv.json")).unwrap();
     let record: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(record["tool"], "prism-embed");
-    assert_eq!(record["details"]["weights"]["embed_dim"], 6);
-    assert_eq!(record["details"]["preprocess"]["spacing_mm"], serde_json::json!([4.0, 4.0, 4.0]));
-    let sha = record["details"]["weights"]["sha256"].as_str().unwrap();
+    let settings = &record["details"]["settings"];
+    assert_eq!(settings["weights"]["embed_dim"], 6);
+    assert_eq!(settings["preprocess"]["spacing_mm"], serde_json::json!([4.0, 4.0, 4.0]));
+    let sha = settings["weights"]["sha256"].as_str().unwrap();
     assert_eq!(sha, prism::cli::provenance::sha256_file(&weights()).unwrap());
+    assert!(!tmp.path().join("emb.csv.partial.json").exists(), "the in-progress record is removed");
+}
+
+#[test]
+fn rerun_with_other_settings_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = copy_scan(tmp.path(), "a.nii.gz");
+    let b = copy_scan(tmp.path(), "b.nii.gz");
+    let out = tmp.path().join("emb.csv");
+    embed().arg(&a).arg("-o").arg(&out).assert().success();
+
+    let run = embed().args(["--clip-percentiles", "1,99"]).arg(&a).arg(&b).arg("-o").arg(&out).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("preprocess"), "{err}");
+    assert_eq!(rows(&std::fs::read_to_string(&out).unwrap()).len(), 2, "the earlier file is untouched");
+
+    embed().args(["--clip-percentiles", "1,99", "--overwrite"]).arg(&a).arg(&b).arg("-o").arg(&out).assert().success();
+    assert_eq!(rows(&std::fs::read_to_string(&out).unwrap()).len(), 3);
 }
 
 #[test]

@@ -14,13 +14,14 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
+use serde_json::Value;
 
 use crate::cli::args::BatchArgs;
 use crate::cli::batch::run_batch;
 use crate::cli::inputs::{expand_inputs, load_input, load_input_with_metadata, InputItem, InputSource};
 use crate::cli::output::{format_f32, RowSink};
 use crate::cli::progress::{Reporter, Summary};
-use crate::cli::provenance::{record, sha256_file, write_sidecar};
+use crate::cli::provenance::{record, sha256_file, sidecar_path, write_sidecar};
 use crate::cli::shard::resolve_shard;
 use crate::embed::{embed_tensor, EmbedOptions, Pooling, DEFAULT_MAX_VOXELS};
 use crate::error::{Error, Result};
@@ -301,28 +302,21 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     }
     header.extend(embed.pooling.column_names(&encoder));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    // `-o -` means standard output, as for most Unix tools.
-    let output = cli.batch.output.as_deref().filter(|p| *p != Path::new("-"));
-    if let Some(path) = output {
-        let inputs: Vec<&Path> = items.iter().flat_map(|i| i.source_files()).collect();
-        crate::io::atomic::reject_output_over_input(path, &inputs)?;
-    }
-    let sink = match output {
-        Some(path) => {
-            let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-            let sink = RowSink::file(path, &header, &ids, cli.batch.overwrite)?;
-            check_resumed_paths(path, &sink, &items)?;
-            sink
-        }
-        None => RowSink::stdout(&header)?,
-    };
-
     let embedder = Embedder {
         encoder,
         device,
         preprocess,
         embed,
     };
+    let record = provenance_record(cli, &weights, &embedder)?;
+
+    // `-o -` means standard output, as for most Unix tools.
+    let output = cli.batch.output.as_deref().filter(|p| *p != Path::new("-"));
+    let sink = match output {
+        Some(path) => open_output(path, &header, &items, cli.batch.overwrite, &record)?,
+        None => RowSink::stdout(&header)?,
+    };
+
     let summary = run_batch(&items, sink, reporter, cli.batch.keep_going, |item, _| {
         let (volume, meta) = if cli.with_metadata {
             load_input_with_metadata(item, cli.volume)?
@@ -338,11 +332,66 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         Ok(row)
     })?;
 
-    if let (Some(output), true) = (output, summary.failed == 0) {
-        let record = provenance_record(cli, &weights, &embedder)?;
+    if let (Some(output), 0) = (output, summary.failed) {
         write_sidecar(output, &record)?;
+        let partial = sidecar_path(&partial_path(output));
+        std::fs::remove_file(&partial).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(Error::io(&partial, e)),
+        })?;
     }
     Ok(summary)
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Opens `-o FILE` for this run: refuses to overwrite an input, refuses to resume
+/// rows made with other settings (compared through the provenance sidecars of
+/// `FILE` and `FILE.partial`), checks that kept rows still name the same scans, and
+/// records this run's settings beside `FILE.partial`.
+fn open_output(path: &Path, header: &[&str], items: &[InputItem], overwrite: bool, record: &Value) -> Result<RowSink> {
+    let inputs: Vec<&Path> = items.iter().flat_map(|i| i.source_files()).collect();
+    crate::io::atomic::reject_output_over_input(path, &inputs)?;
+    if !overwrite {
+        check_settings(path, path, record)?;
+        check_settings(path, &partial_path(path), record)?;
+    }
+
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let sink = RowSink::file(path, header, &ids, overwrite)?;
+    check_resumed_paths(path, &sink, items)?;
+    write_sidecar(&partial_path(path), record)?;
+    Ok(sink)
+}
+
+/// Fails when the sidecar of `earlier` (an output of an earlier run) records other
+/// settings than `record`, since its rows would not be comparable with new ones.
+fn check_settings(output: &Path, earlier: &Path, record: &Value) -> Result<()> {
+    let sidecar = sidecar_path(earlier);
+    let Ok(text) = std::fs::read_to_string(&sidecar) else {
+        return Ok(());
+    };
+    let old: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&sidecar, format!("invalid provenance record ({e}); delete it or pass --overwrite")))?;
+    let (old, new) = (&old["details"]["settings"], &record["details"]["settings"]);
+    let differing: Vec<&str> = ["weights", "preprocess", "pooling", "roi", "overlap"]
+        .into_iter()
+        .filter(|key| old[*key] != new[*key])
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{}: its rows were computed with other settings ({}; see {}), so new rows would not be \
+         comparable; write to a new file or pass --overwrite",
+        output.display(),
+        differing.join(", "),
+        sidecar.display()
+    )))
 }
 
 /// Gives `--volume N` to every 4-D NIfTI input without its own `:N`, with the same
@@ -400,13 +449,13 @@ fn check_resumed_paths(output: &Path, sink: &RowSink, items: &[InputItem]) -> Re
     Ok(())
 }
 
-/// Describes the computation behind the rows, for the `FILE.json` sidecar.
-fn provenance_record(cli: &EmbedCli, weights: &Path, embedder: &Embedder) -> Result<serde_json::Value> {
+/// Describes the computation behind the rows, for the `FILE.json` sidecar. The
+/// `settings` part decides whether rows of two runs may share one file.
+fn provenance_record(cli: &EmbedCli, weights: &Path, embedder: &Embedder) -> Result<Value> {
     let cfg = embedder.encoder.config();
     let p = &embedder.preprocess;
-    let details = serde_json::json!({
+    let settings = serde_json::json!({
         "weights": {
-            "path": weights.display().to_string(),
             "sha256": sha256_file(weights)?,
             "embed_dim": cfg.embed_dim,
             "depths": cfg.depths,
@@ -426,6 +475,10 @@ fn provenance_record(cli: &EmbedCli, weights: &Path, embedder: &Embedder) -> Res
         "pooling": format!("{:?}", cli.pooling).to_lowercase(),
         "roi": embedder.embed.roi,
         "overlap": embedder.embed.overlap,
+    });
+    let details = serde_json::json!({
+        "settings": settings,
+        "weights_path": weights.display().to_string(),
         "device": cli.batch.device.to_string(),
     });
     Ok(record(TOOL, details))
