@@ -76,7 +76,7 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
     if !candle_core::utils::cuda_is_available() {
         return Err(Error::invalid(format!(
             "--device cuda:{ordinal}: this binary was built without CUDA support; rebuild it with \
-             `cargo install --features cuda prism-mri` (needs the CUDA toolkit), or use --device cpu"
+             `cargo install --path . --features cuda` in the source tree (needs the CUDA toolkit), or use --device cpu"
         )));
     }
     Device::new_cuda(ordinal).map_err(|e| {
@@ -123,7 +123,7 @@ mod tests {
         let message = parse_device("cuda:1").unwrap_err().to_string();
         assert!(message.contains("built without CUDA"), "{message}");
         assert!(
-            message.contains("cargo install --features cuda"),
+            message.contains("--features cuda"),
             "{message}"
         );
     }

@@ -64,7 +64,7 @@ pub struct BatchArgs {
 
     /// Compute device: cpu, cuda (GPU 0) or cuda:N (GPU N, 0-based). CUDA needs a
     /// binary built with the cuda feature
-    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device_spec)]
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device_spec, value_hint = clap::ValueHint::Other)]
     pub device: DeviceSpec,
 }
 

@@ -54,6 +54,14 @@ pub fn generated_docs(cmd: &clap::Command) -> Vec<(PathBuf, Vec<u8>)> {
         Path::new("man").join(format!("{name}.1")),
         render_man(cmd.clone()),
     )];
+    // The tool's page refers to `NAME-SUB(1)` for each subcommand, so those exist too.
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let page = format!("{name}-{}", sub.get_name());
+        files.push((
+            Path::new("man").join(format!("{page}.1")),
+            render_man(sub.clone().name(page).version(cmd.get_version().unwrap_or_default().to_string())),
+        ));
+    }
     for shell in COMPLETION_SHELLS {
         files.push((
             completion_path(&name, shell),

@@ -492,11 +492,21 @@ fn check_header(source: &Path, found: &[String], expected: &[String]) -> Result<
             "existing header does not match this run's columns (found {} columns: {}; expected {}: {}); \
              pass --overwrite to start afresh, or choose another output file",
             found.len(),
-            found.join(","),
+            abbreviate(found),
             expected.len(),
-            expected.join(",")
+            abbreviate(expected)
         ),
     ))
+}
+
+/// Lists at most the first six column names, so an error stays one readable line.
+fn abbreviate(columns: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut text = columns.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(",");
+    if columns.len() > SHOWN {
+        text.push_str(&format!(",… ({} more)", columns.len() - SHOWN));
+    }
+    text
 }
 
 fn check_row_length(source: &Path, row: &[String], header: &[String]) -> Result<()> {
