@@ -349,10 +349,10 @@ fn partial_path(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Opens `-o FILE` for this run: refuses to overwrite an input, refuses to resume
-/// rows made with other settings (compared through the provenance sidecars of
-/// `FILE` and `FILE.partial`), checks that kept rows still name the same scans, and
-/// records this run's settings beside `FILE.partial`.
+/// Opens `-o FILE` for this run. It rejects an output that is also an input, and rows
+/// of earlier runs made with other settings (compared through the provenance sidecars
+/// of `FILE` and `FILE.partial`). It then checks that kept rows still name the same
+/// scans and records this run's settings beside `FILE.partial`.
 fn open_output(path: &Path, header: &[&str], items: &[InputItem], overwrite: bool, record: &Value) -> Result<RowSink> {
     let inputs: Vec<&Path> = items.iter().flat_map(|i| i.source_files()).collect();
     crate::io::atomic::reject_output_over_input(path, &inputs)?;

@@ -1,6 +1,6 @@
 //! Provenance sidecars: `FILE.json` next to each output file, recording what made it.
 //!
-//! The record holds the tool and its version, the command line, the weights file with
+//! The record contains the tool and its version, the command line, the weights file with
 //! its SHA-256 and the encoder configuration inferred from it, and the options that
 //! change the numbers (preprocessing, pooling, windows). Two output files whose
 //! sidecars agree on all of these come from the same computation, so a study can tell
