@@ -118,8 +118,8 @@ impl Source {
         Ok(buf)
     }
 
-    /// Reads a gzip stream to its end, which makes the decoder check the CRC-32 and
-    /// length in the gzip trailer; the voxel bytes alone never reach it. A plain
+    /// Reads a gzip stream to its end, so the decoder checks the CRC-32 and length in
+    /// the gzip trailer, which reading the voxel bytes alone never reaches. A plain
     /// file has no checksum and passes.
     pub(super) fn check_integrity(&mut self, path: &Path) -> Result<()> {
         if !self.is_gzip() {
