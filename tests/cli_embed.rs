@@ -458,3 +458,13 @@ fn renamed_ids_on_rerun_are_refused() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("--overwrite"), "{err}");
 }
+
+#[test]
+fn non_utf8_file_name_in_directory_is_found() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.nii.gz");
+    std::fs::copy(data("mni152_2009a_t1.nii.gz"), tmp.path().join(name)).unwrap();
+    let csv = stdout_of(embed().arg(tmp.path()));
+    assert_eq!(rows(&csv).len(), 2, "the Latin-1 named scan is embedded");
+}

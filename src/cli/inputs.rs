@@ -41,7 +41,6 @@
 //! and id.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
 use std::io::BufRead;
 use std::path::{Component, Path, PathBuf};
 
@@ -227,10 +226,13 @@ fn has_nifti_extension(name: &str) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
+/// Matches the extension on the raw bytes of the name, so a file whose name is not
+/// valid UTF-8 (`caf\xe9.nii.gz` from a Latin-1 system) is still found.
 fn is_nifti_path(path: &Path) -> bool {
-    path.file_name()
-        .and_then(OsStr::to_str)
-        .is_some_and(has_nifti_extension)
+    path.file_name().is_some_and(|name| {
+        let bytes = name.as_encoded_bytes();
+        bytes.ends_with(b".nii") || bytes.ends_with(b".nii.gz")
+    })
 }
 
 /// Returns the non-comment lines of a list, trimmed, with their 1-based line numbers.
