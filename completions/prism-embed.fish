@@ -6,12 +6,12 @@ complete -c prism-embed -s w -l weights -d 'PRISM encoder weights: a PRISM check
 complete -c prism-embed -l volume -d 'Volume of 4-D inputs to embed (0-based); 3-D inputs ignore it, and a per-input `scan.nii.gz:N` takes precedence' -r
 complete -c prism-embed -l preprocess -d 'Preprocessing before the encoder: `prism` (RAS+, resampling to --spacing, foreground crop, intensity normalization, zero padding to a multiple of 32) or `none` (the file\'s voxel array as it is)' -r -f -a "prism\t''
 none\t''"
-complete -c prism-embed -l spacing -d 'Target voxel spacing in mm for `--preprocess prism`: one value, or three for i,j,k' -r
+complete -c prism-embed -l spacing -d 'Target voxel spacing in mm for `--preprocess prism`: one value, or three for i,j,k (default 1)' -r
 complete -c prism-embed -l clip-percentiles -d 'Clip intensities to these percentiles of the non-zero voxels before the z-score (for example 0.5,99.5); default: z-score only' -r
 complete -c prism-embed -l pooling -d 'Stage outputs pooled into the embedding' -r -f -a "last\t'Mean of the last stage output'
 multiscale\t'Means of all five stage outputs, concatenated'"
 complete -c prism-embed -l roi -d 'Embed in sliding windows of this size in voxels (one edge, or three for i,j,k; multiples of 32) instead of one whole-volume pass' -r
-complete -c prism-embed -l overlap -d 'Fraction of each window shared with its neighbour, in [0, 1)' -r
+complete -c prism-embed -l overlap -d 'Fraction of each --roi window shared with its neighbour, in [0, 1) (default 0.5)' -r
 complete -c prism-embed -l max-voxels -d 'Largest preprocessed volume, in voxels, run in one pass; larger scans are refused unless --roi is given' -r
 complete -c prism-embed -l overwrite -d 'Ignore the rows of an earlier run in FILE and FILE.partial and compute every input again'
 complete -c prism-embed -l keep-going -d 'Continue after an input fails; the exit status is then 1 if any input failed. Without it the first failure stops the run (rows written so far are kept)'

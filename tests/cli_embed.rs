@@ -468,3 +468,12 @@ fn non_utf8_file_name_in_directory_is_found() {
     let csv = stdout_of(embed().arg(tmp.path()));
     assert_eq!(rows(&csv).len(), 2, "the Latin-1 named scan is embedded");
 }
+
+#[test]
+fn ineffective_options_are_warned_about() {
+    let run = embed().args(["--preprocess", "none", "--overlap", "0.25"]).arg(data("mni152_2009a_t1.nii.gz")).output().unwrap();
+    assert!(run.status.success());
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(log.contains("warning: --overlap has no effect without --roi"), "{log}");
+    assert!(log.contains("warning: --spacing has no effect with --preprocess none"), "{log}");
+}

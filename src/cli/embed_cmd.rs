@@ -31,6 +31,12 @@ use crate::preprocess::{volume_to_tensor, Normalize, PreprocessOptions};
 
 pub const TOOL: &str = "prism-embed";
 
+/// Default `--spacing`, in mm: PRISM's fine-tuning resamples to 1 mm isotropic.
+const DEFAULT_SPACING_MM: f64 = 1.0;
+
+/// Default `--overlap` of neighbouring windows.
+const DEFAULT_OVERLAP: f64 = 0.5;
+
 /// Smallest accepted `--spacing`, in mm.
 const MIN_SPACING_MM: f64 = 0.05;
 
@@ -62,8 +68,9 @@ pub struct EmbedCli {
     pub preprocess: PreprocessMode,
 
     /// Target voxel spacing in mm for `--preprocess prism`: one value, or three for i,j,k
-    #[arg(long, value_name = "MM", value_delimiter = ',', default_value = "1")]
-    pub spacing: Vec<f64>,
+    /// (default 1)
+    #[arg(long, value_name = "MM", value_delimiter = ',')]
+    pub spacing: Option<Vec<f64>>,
 
     /// Clip intensities to these percentiles of the non-zero voxels before the z-score
     /// (for example 0.5,99.5); default: z-score only
@@ -79,9 +86,9 @@ pub struct EmbedCli {
     #[arg(long, value_name = "N", value_delimiter = ',')]
     pub roi: Option<Vec<usize>>,
 
-    /// Fraction of each window shared with its neighbour, in [0, 1)
-    #[arg(long, value_name = "F", default_value_t = 0.5)]
-    pub overlap: f64,
+    /// Fraction of each --roi window shared with its neighbour, in [0, 1) (default 0.5)
+    #[arg(long, value_name = "F")]
+    pub overlap: Option<f64>,
 
     /// Largest preprocessed volume, in voxels, run in one pass; larger scans are refused
     /// unless --roi is given
@@ -169,10 +176,11 @@ impl EmbedCli {
         let mut opts = PreprocessOptions::prism_default();
         // 0.05 mm is far below any MRI resolution; smaller values only make the
         // resampled grid too large to allocate.
-        let spacing = three("--spacing", &self.spacing, |v| v.is_finite() && v >= MIN_SPACING_MM)
+        let requested = self.spacing.clone().unwrap_or_else(|| vec![DEFAULT_SPACING_MM]);
+        let spacing = three("--spacing", &requested, |v| v.is_finite() && v >= MIN_SPACING_MM)
             .map_err(|_| Error::invalid(format!(
                 "invalid --spacing {:?}: give one or three voxel sizes in mm, each at least {MIN_SPACING_MM}",
-                self.spacing
+                requested
             )))?;
         opts.spacing = Some(spacing);
         if let Some(p) = &self.clip_percentiles {
@@ -192,6 +200,24 @@ impl EmbedCli {
         Ok(opts)
     }
 
+    /// Lists options given on the command line that the other options make
+    /// ineffective, so a user does not believe they were applied.
+    fn ignored_options(&self) -> Vec<String> {
+        let mut ignored = Vec::new();
+        if self.overlap.is_some() && self.roi.is_none() {
+            ignored.push("--overlap has no effect without --roi".to_string());
+        }
+        if self.preprocess == PreprocessMode::None {
+            if self.spacing.is_some() {
+                ignored.push("--spacing has no effect with --preprocess none".to_string());
+            }
+            if self.clip_percentiles.is_some() {
+                ignored.push("--clip-percentiles has no effect with --preprocess none".to_string());
+            }
+        }
+        ignored
+    }
+
     fn embed_options(&self) -> Result<EmbedOptions> {
         let roi = match &self.roi {
             Some(r) => Some(three("--roi", r, |v| v > 0 && v % ROI_MULTIPLE == 0).map_err(|_| {
@@ -202,10 +228,11 @@ impl EmbedCli {
             })?),
             None => None,
         };
-        if !(0.0..1.0).contains(&self.overlap) {
+        let overlap = self.overlap.unwrap_or(DEFAULT_OVERLAP);
+        if !(0.0..1.0).contains(&overlap) {
             return Err(Error::invalid(format!(
                 "invalid --overlap {}: the fraction shared by neighbouring windows must be in [0, 1)",
-                self.overlap
+                overlap
             )));
         }
         Ok(EmbedOptions {
@@ -214,7 +241,7 @@ impl EmbedCli {
                 PoolingMode::Multiscale => Pooling::MultiScale,
             },
             roi,
-            overlap: self.overlap,
+            overlap,
             max_voxels: self.max_voxels,
         })
     }
@@ -281,6 +308,9 @@ fn check_values(path: &Path, volume: &crate::Volume) -> Result<()> {
 pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     let preprocess = cli.preprocess_options()?;
     let embed = cli.embed_options()?;
+    for warning in cli.ignored_options() {
+        reporter.warn(&warning);
+    }
     let weights = cli.weights.clone().ok_or_else(missing_weights)?;
     let device = cli.batch.device.open()?;
 
