@@ -32,7 +32,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// A file-level error: `path: message`.
+    /// Builds a file-level error, shown as `path: message`.
     pub fn file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Error::File {
             path: path.as_ref().to_path_buf(),
@@ -40,7 +40,7 @@ impl Error {
         }
     }
 
-    /// An I/O error on `path`.
+    /// Builds an I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
@@ -48,7 +48,7 @@ impl Error {
         }
     }
 
-    /// An invalid value, with the fix in the message.
+    /// Builds an invalid-value error, with the fix in the message.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::Invalid(message.into())
     }

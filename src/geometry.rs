@@ -34,7 +34,7 @@ impl Affine {
         a
     }
 
-    /// The 3×3 linear part (rotation, zoom, shear).
+    /// Returns the 3×3 linear part (rotation, zoom, shear).
     pub fn linear(&self) -> [[f64; 3]; 3] {
         let m = &self.0;
         [

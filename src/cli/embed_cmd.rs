@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::cli::args::BatchArgs;
 use crate::cli::batch::run_batch;
-use crate::cli::inputs::{expand_inputs, load_input, load_input_with_metadata, InputItem, InputSource};
+use crate::cli::inputs::{expand_inputs, load_input, load_input_with_metadata, nifti_volume, InputItem, InputSource};
 use crate::cli::output::{format_f32, RowSink};
 use crate::cli::progress::{Reporter, Summary};
 use crate::cli::provenance::{record, sha256_file, sidecar_path, write_sidecar};
@@ -349,9 +349,9 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
 
     let summary = run_batch(&items, sink, reporter, cli.batch.keep_going, |item, _| {
         let (volume, meta) = if cli.with_metadata {
-            load_input_with_metadata(item, cli.volume)?
+            load_input_with_metadata(item, None)?
         } else {
-            (load_input(item, cli.volume)?, None)
+            (load_input(item, None)?, None)
         };
         let values = embedder.embed(item, volume)?;
         let mut row = vec![item.path.display().to_string()];
@@ -435,10 +435,8 @@ fn apply_default_volume(items: Vec<InputItem>, volume: Option<usize>) -> Result<
     Ok(items
         .into_iter()
         .map(|mut item| {
-            let is_4d = matches!(item.source, InputSource::Nifti)
-                && item.volume.is_none()
-                && crate::io::read_header(&item.path).is_ok_and(|h| h.n_volumes() > 1);
-            if is_4d {
+            let unset = matches!(item.source, InputSource::Nifti) && item.volume.is_none();
+            if unset && nifti_volume(&item, Some(volume)).ok().flatten().is_some() {
                 item.volume = Some(volume);
                 item.id = format!("{}_v{volume}", item.id);
             }

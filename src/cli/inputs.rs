@@ -58,7 +58,7 @@ pub struct InputItem {
     pub volume: Option<usize>,
     /// Unique id, used as the first column of the output row.
     pub id: String,
-    /// Where the voxels come from.
+    /// Source of the voxels.
     pub source: InputSource,
 }
 
@@ -98,7 +98,7 @@ pub fn load_input(item: &InputItem, default_volume: Option<usize>) -> Result<Vol
 /// Picks the volume of a NIfTI input: its own `:N`, else `default_volume` (the
 /// `--volume` option) when the file is 4-D. A 3-D file ignores the option, so one
 /// option serves a list that mixes 3-D scans and 4-D series.
-fn nifti_volume(item: &InputItem, default_volume: Option<usize>) -> Result<Option<usize>> {
+pub fn nifti_volume(item: &InputItem, default_volume: Option<usize>) -> Result<Option<usize>> {
     if item.volume.is_some() || default_volume.is_none() {
         return Ok(item.volume);
     }

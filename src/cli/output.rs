@@ -229,7 +229,7 @@ impl RowSink {
 
     /// Ends a run that left inputs undone: flushes a stream, or leaves the rows in
     /// `FILE.partial` without writing `FILE`, so a rerun resumes and a Makefile never
-    /// sees an incomplete `FILE` as up to date. Returns the partial file's path.
+    /// finds an incomplete `FILE` up to date. Returns the partial file's path.
     pub fn abandon(self) -> Result<Option<PathBuf>> {
         match self.target {
             Target::Stream(mut stream) => {

@@ -60,7 +60,7 @@ pub(crate) mod tags {
 /// Media Storage SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
 const DICOMDIR_SOP_CLASS: &str = "1.2.840.10008.1.3.10";
 
-/// What one DICOM image file contributes to a series.
+/// The contribution of one DICOM image file to a series.
 #[derive(Debug, Clone)]
 pub struct ImageHeader {
     pub path: PathBuf,
@@ -89,7 +89,7 @@ impl ImageHeader {
     }
 }
 
-/// What [`classify_file`] found.
+/// Result of [`classify_file`].
 pub enum FileKind {
     Image(Box<ImageHeader>),
     /// Not DICOM, a DICOMDIR, or a DICOM object without an image (report, presentation state).
@@ -104,7 +104,7 @@ pub fn is_dicom_file(path: &Path) -> bool {
     sniff(path).is_some()
 }
 
-/// Whether the file has the 128-byte preamble; `None` when it is not DICOM.
+/// Presence of the 128-byte preamble, or `None` when the file is not DICOM.
 fn sniff(path: &Path) -> Option<bool> {
     let mut head = [0u8; 132];
     let mut file = std::fs::File::open(path).ok()?;

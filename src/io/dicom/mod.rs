@@ -10,7 +10,7 @@
 //!   slices in ascending position along row cosine x column cosine (never by file
 //!   name or InstanceNumber), slice spacing from ImagePositionPatient (not
 //!   SliceThickness), RAS+ affine. Uneven spacing or missing slices are an error
-//!   unless [`DicomOptions::allow_nonuniform`] asks for linear resampling onto
+//!   unless [`DicomOptions::allow_nonuniform`] requests linear resampling onto
 //!   uniform slices.
 //! - Enhanced multi-frame images are placed frame by frame from the per-frame
 //!   functional groups (PlanePositionSequence, PlaneOrientationSequence), falling
@@ -60,7 +60,7 @@ pub struct DicomOptions {
     pub include_patient: bool,
 }
 
-/// What is known about a loaded series besides its voxels.
+/// Description of a loaded series besides its voxels.
 #[derive(Debug, Clone)]
 pub struct SeriesInfo {
     pub id: String,

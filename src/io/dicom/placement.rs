@@ -22,7 +22,7 @@ pub const SPACING_TOLERANCE: f64 = 0.01;
 /// A step larger than this multiple of the median step is reported as missing slices.
 pub const GAP_FACTOR: f64 = 1.5;
 
-/// Where the slices of a series sit, in ascending order along the normal.
+/// Slice positions of a series, in ascending order along the normal.
 pub struct Placement<'a> {
     /// Series id, for messages.
     pub series_id: &'a str,
@@ -37,7 +37,7 @@ pub struct Placement<'a> {
     pub single_slice_spacing: Option<f64>,
 }
 
-/// How output slice `k` is made from the input slices: `value = (1 - w) * below + w * above`.
+/// Recipe for output slice `k` from the input slices: `value = (1 - w) * below + w * above`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SliceBlend {
     pub below: usize,

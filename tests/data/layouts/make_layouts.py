@@ -3,7 +3,7 @@
 
 The encoder is MONAI 1.4.0's SwinTransformer(use_v2=True) at embed_dim 3 and window 3,
 so the files stay small; every parameter is moved off its initial value. Alongside the
-checkpoints, `outputs.safetensors` holds the network's five normalized stage outputs for
+checkpoints, `outputs.safetensors` contains the network's five normalized stage outputs for
 one random input, so a loader that reads a layout wrongly gives different numbers.
 
 Needs torch, monai==1.4.0, einops, safetensors.
