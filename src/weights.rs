@@ -23,6 +23,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::model::swin::{Merging, SwinConfig, SwinEncoder};
+use crate::model::swin_unetr::{SwinUnetr, SwinUnetrConfig};
 
 /// Prefixes in front of the encoder's own tensor names, outermost first.
 const WRAPPER_PREFIX: &str = "module.";
@@ -57,11 +58,7 @@ impl Checkpoint {
     /// `module.` is stripped everywhere. Then, if any name starts with `swinViT.`,
     /// only those are kept, which drops `D.swinViT.`, decoders and heads.
     pub fn encoder_tensors(&self, path: &Path) -> Result<HashMap<String, Tensor>> {
-        let unwrapped: HashMap<String, Tensor> = self
-            .tensors
-            .iter()
-            .map(|(k, v)| (k.strip_prefix(WRAPPER_PREFIX).unwrap_or(k).to_string(), v.clone()))
-            .collect();
+        let unwrapped = self.unwrapped();
         let has_prefix = unwrapped.keys().any(|k| k.starts_with(ENCODER_PREFIX));
         let encoder: HashMap<String, Tensor> = if has_prefix {
             unwrapped
@@ -165,6 +162,47 @@ pub fn load_encoder(path: &Path, device: &Device) -> Result<SwinEncoder> {
     let cfg = infer_swin_config(&tensors, path)?;
     let vb = VarBuilder::from_tensors(to_f32(tensors)?, DType::F32, device);
     SwinEncoder::load(&cfg, vb).map_err(|e| Error::file(path, format!("cannot build the encoder: {e}")))
+}
+
+/// Name of SwinUNETR's output convolution weight, [classes, feature_size, 1, 1, 1]; its
+/// presence tells a full segmentation network from an encoder-only checkpoint.
+pub const SEG_HEAD_WEIGHT: &str = "out.conv.conv.weight";
+
+impl Checkpoint {
+    /// Every tensor with the DataParallel `module.` prefix removed.
+    pub fn unwrapped(&self) -> HashMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .map(|(k, v)| (k.strip_prefix(WRAPPER_PREFIX).unwrap_or(k).to_string(), v.clone()))
+            .collect()
+    }
+
+    /// Whether the checkpoint holds a whole SwinUNETR (encoder, decoder and output head).
+    pub fn has_segmentation_head(&self) -> bool {
+        self.unwrapped().contains_key(SEG_HEAD_WEIGHT)
+    }
+}
+
+/// Infer a SwinUNETR's configuration from a full state dict (`module.` already stripped).
+pub fn infer_swin_unetr_config(t: &HashMap<String, Tensor>, path: &Path) -> Result<SwinUnetrConfig> {
+    let head = t.get(SEG_HEAD_WEIGHT).ok_or_else(|| {
+        Error::file(path, format!("not a SwinUNETR checkpoint: tensor `{SEG_HEAD_WEIGHT}` is missing"))
+    })?;
+    let encoder: HashMap<String, Tensor> = t
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(ENCODER_PREFIX).map(|s| (s.to_string(), v.clone())))
+        .collect();
+    let encoder = infer_swin_config(&encoder, path)?;
+    Ok(SwinUnetrConfig { out_channels: head.dims()[0], encoder })
+}
+
+/// Load a fine-tuned SwinUNETR (the layout `torch.save(model.state_dict())` gives, or the
+/// same names in safetensors) onto `device`.
+pub fn load_swin_unetr(path: &Path, device: &Device) -> Result<SwinUnetr> {
+    let tensors = Checkpoint::read(path)?.unwrapped();
+    let cfg = infer_swin_unetr_config(&tensors, path)?;
+    let vb = VarBuilder::from_tensors(to_f32(tensors)?, DType::F32, device);
+    SwinUnetr::load(&cfg, vb).map_err(|e| Error::file(path, format!("cannot build the SwinUNETR: {e}")))
 }
 
 fn to_f32(t: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {

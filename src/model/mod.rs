@@ -2,5 +2,8 @@
 //! checkpoint tensors they load.
 
 pub mod swin;
+pub mod swin_unetr;
+pub mod unet_blocks;
 
 pub use swin::{SwinConfig, SwinEncoder};
+pub use swin_unetr::{SwinUnetr, SwinUnetrConfig};

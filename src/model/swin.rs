@@ -31,6 +31,7 @@
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use super::unet_blocks::UnetResBlock;
 use crate::ops;
 
 /// Epsilon of every LayerNorm and InstanceNorm in the encoder (PyTorch's default).
@@ -554,42 +555,12 @@ impl BasicLayer {
     }
 }
 
-/// The v2 residual convolution block before each stage (MONAI `UnetResBlock`):
-/// conv 3³ → InstanceNorm → LeakyReLU → conv 3³ → InstanceNorm, plus the input,
-/// then LeakyReLU. Convolutions have no bias; norms have no affine parameters.
-#[derive(Debug, Clone)]
-struct ResConvBlock {
-    conv1: Tensor,
-    conv2: Tensor,
-}
-
-/// Negative slope of MONAI's default LeakyReLU in `UnetResBlock`.
-const LEAKY_SLOPE: f64 = 0.01;
-
-impl ResConvBlock {
-    fn load(dim: usize, vb: VarBuilder) -> Result<Self> {
-        let vb = vb.pp("layer");
-        Ok(ResConvBlock {
-            conv1: vb.get((dim, dim, 3, 3, 3), "conv1.conv.weight")?,
-            conv2: vb.get((dim, dim, 3, 3, 3), "conv2.conv.weight")?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = ops::conv3d(x, &self.conv1, None, 1, 1)?;
-        let y = ops::leaky_relu(&ops::instance_norm3d(&y, NORM_EPS)?, LEAKY_SLOPE)?;
-        let y = ops::conv3d(&y, &self.conv2, None, 1, 1)?;
-        let y = (ops::instance_norm3d(&y, NORM_EPS)? + x)?;
-        ops::leaky_relu(&y, LEAKY_SLOPE)
-    }
-}
-
 /// The PRISM encoder. [`SwinEncoder::forward`] returns the five normalized stage outputs.
 #[derive(Debug, Clone)]
 pub struct SwinEncoder {
     patch_embed_w: Tensor,
     patch_embed_b: Tensor,
-    conv_blocks: Vec<ResConvBlock>,
+    conv_blocks: Vec<UnetResBlock>,
     layers: Vec<BasicLayer>,
     config: SwinConfig,
 }
@@ -601,7 +572,10 @@ impl SwinEncoder {
         let stages = cfg.depths.len();
         let conv_blocks = if cfg.use_v2 {
             (0..stages)
-                .map(|s| ResConvBlock::load(cfg.stage_channels(s), vb.pp(format!("layers{}c", s + 1)).pp(0)))
+                .map(|s| {
+                    let c = cfg.stage_channels(s);
+                    UnetResBlock::load(c, c, vb.pp(format!("layers{}c", s + 1)).pp(0).pp("layer"))
+                })
                 .collect::<Result<Vec<_>>>()?
         } else {
             Vec::new()

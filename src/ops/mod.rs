@@ -1,10 +1,11 @@
-//! Differentiable tensor operations for 3-D networks that candle 0.11 lacks: 3-D convolution,
-//! zero padding, and normalizations and activations written so that candle's autograd reaches
-//! through them.
+//! Differentiable tensor operations for 3-D networks that candle 0.11 lacks: 3-D convolution
+//! (plain and transposed), zero padding, and normalizations and activations written so that
+//! candle's autograd reaches through them.
 
 mod activation;
 mod attention;
 mod conv3d;
+mod conv_transpose;
 mod element;
 mod fused;
 mod norm;
@@ -13,5 +14,6 @@ mod pad;
 pub use activation::{gelu_erf, leaky_relu};
 pub use attention::window_attention;
 pub use conv3d::{conv3d, conv3d_portable, conv3d_with_config, Conv3dConfig};
+pub use conv_transpose::conv_transpose3d_strided;
 pub use norm::{instance_norm3d, layer_norm, softmax_last_dim};
 pub use pad::pad3d;
