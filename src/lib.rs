@@ -6,7 +6,8 @@
 //! - [`io`]: reading and writing image files (NIfTI).
 //! - [`preprocess`]: reorientation, resampling, intensity normalization, crop and pad.
 //! - [`ops`]: differentiable 3-D tensor operations candle lacks (convolution, norms).
-//! - [`model`]: the networks (PRISM's Swin encoder).
+//! - [`model`]: the networks (PRISM's Swin encoder, SwinUNETR).
+//! - [`seg`]: segmentation (sliding-window inference, prediction on whole scans).
 //! - [`weights`]: checkpoint loading and conversion.
 //! - [`device`]: compute device selection.
 //! - [`cli`]: inputs, sharding, resumable outputs, progress and exit codes for the tools.
@@ -25,4 +26,5 @@ pub mod io;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod seg;
 pub mod weights;
