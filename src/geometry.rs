@@ -59,6 +59,14 @@ impl Affine {
         s
     }
 
+    /// Volume of one voxel in mm³: |det| of the linear part (exact for oblique and sheared grids).
+    pub fn voxel_volume(&self) -> f64 {
+        let l = self.linear();
+        let det = l[0][0] * (l[1][1] * l[2][2] - l[1][2] * l[2][1]) - l[0][1] * (l[1][0] * l[2][2] - l[1][2] * l[2][0])
+            + l[0][2] * (l[1][0] * l[2][1] - l[1][1] * l[2][0]);
+        det.abs()
+    }
+
     /// Matrix product `self · other`.
     pub fn compose(&self, other: &Affine) -> Affine {
         let mut out = [[0.0; 4]; 4];

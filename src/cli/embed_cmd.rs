@@ -18,11 +18,11 @@ use serde_json::Value;
 
 use crate::cli::args::BatchArgs;
 use crate::cli::batch::run_batch;
-use crate::cli::inputs::{expand_inputs, load_input, load_input_with_metadata, nifti_volume, InputItem, InputSource};
+use crate::cli::inputs::{load_input, load_input_with_metadata, nifti_volume, InputItem, InputSource};
 use crate::cli::output::{format_f32, RowSink};
 use crate::cli::progress::{Reporter, Summary};
-use crate::cli::provenance::{record, sha256_file, sidecar_path, write_sidecar};
-use crate::cli::shard::resolve_shard;
+use crate::cli::provenance::{record, sha256_file};
+use crate::cli::resumable::{finish_sidecars, open_output, output_file, select_items, three};
 use crate::embed::{embed_tensor, EmbedOptions, Pooling, DEFAULT_MAX_VOXELS};
 use crate::error::{Error, Result};
 use crate::io::dicom::SequenceMetadata;
@@ -247,19 +247,6 @@ impl EmbedCli {
     }
 }
 
-/// Expands one value to all three axes, or takes three values.
-fn three<T: Copy + std::fmt::Display>(flag: &str, values: &[T], valid: impl Fn(T) -> bool) -> Result<[T; 3]> {
-    let out = match values {
-        [v] => [*v; 3],
-        [a, b, c] => [*a, *b, *c],
-        _ => return Err(Error::invalid(format!("{flag} takes one value or three (i,j,k), got {}", values.len()))),
-    };
-    if let Some(bad) = out.iter().find(|v| !valid(**v)) {
-        return Err(Error::invalid(format!("{flag}: invalid value {bad}")));
-    }
-    Ok(out)
-}
-
 /// Everything one scan needs: read, check, preprocess, encode, pool.
 struct Embedder {
     encoder: SwinEncoder,
@@ -314,16 +301,7 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     let weights = cli.weights.clone().ok_or_else(missing_weights)?;
     let device = cli.batch.device.open()?;
 
-    let items = expand_inputs(&cli.batch.inputs, &mut std::io::stdin().lock())?;
-    let choice = resolve_shard(cli.batch.shard, |name| std::env::var(name).ok())?;
-    if let Some(w) = &choice.warning {
-        reporter.warn(w);
-    }
-    let items = match choice.shard {
-        Some((shard, _)) => shard.select(&items),
-        None => items,
-    };
-    let items = apply_default_volume(items, cli.volume)?;
+    let items = apply_default_volume(select_items(&cli.batch, reporter)?, cli.volume)?;
 
     let encoder = crate::weights::load_encoder(&weights, &device)?;
     let mut header = vec!["id".to_string(), "path".to_string()];
@@ -340,10 +318,9 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     };
     let record = provenance_record(cli, &weights, &embedder)?;
 
-    // `-o -` means standard output, as for most Unix tools.
-    let output = cli.batch.output.as_deref().filter(|p| *p != Path::new("-"));
+    let output = output_file(&cli.batch);
     let sink = match output {
-        Some(path) => open_output(path, &header, &items, cli.batch.overwrite, &record)?,
+        Some(path) => open_output(path, &header, &items, cli.batch.overwrite, &record, &SETTINGS)?,
         None => RowSink::stdout(&header)?,
     };
 
@@ -362,66 +339,8 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         Ok(row)
     })?;
 
-    if let (Some(output), 0) = (output, summary.failed) {
-        write_sidecar(output, &record)?;
-        let partial = sidecar_path(&partial_path(output));
-        std::fs::remove_file(&partial).or_else(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Ok(()),
-            _ => Err(Error::io(&partial, e)),
-        })?;
-    }
+    finish_sidecars(output, &record, &summary)?;
     Ok(summary)
-}
-
-fn partial_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
-/// Opens `-o FILE` for this run. It rejects an output that is also an input, and rows
-/// of earlier runs made with other settings (compared through the provenance sidecars
-/// of `FILE` and `FILE.partial`). It then checks that kept rows still name the same
-/// scans and records this run's settings beside `FILE.partial`.
-fn open_output(path: &Path, header: &[&str], items: &[InputItem], overwrite: bool, record: &Value) -> Result<RowSink> {
-    let inputs: Vec<&Path> = items.iter().flat_map(|i| i.source_files()).collect();
-    crate::io::atomic::reject_output_over_input(path, &inputs)?;
-    if !overwrite {
-        check_settings(path, path, record)?;
-        check_settings(path, &partial_path(path), record)?;
-    }
-
-    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-    let sink = RowSink::file(path, header, &ids, overwrite)?;
-    check_resumed_paths(path, &sink, items)?;
-    write_sidecar(&partial_path(path), record)?;
-    Ok(sink)
-}
-
-/// Fails when the sidecar of `earlier` (an output of an earlier run) records other
-/// settings than `record`, since its rows would not be comparable with new ones.
-fn check_settings(output: &Path, earlier: &Path, record: &Value) -> Result<()> {
-    let sidecar = sidecar_path(earlier);
-    let Ok(text) = std::fs::read_to_string(&sidecar) else {
-        return Ok(());
-    };
-    let old: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::file(&sidecar, format!("invalid provenance record ({e}); delete it or pass --overwrite")))?;
-    let (old, new) = (&old["details"]["settings"], &record["details"]["settings"]);
-    let differing: Vec<&str> = ["weights", "preprocess", "pooling", "roi", "overlap"]
-        .into_iter()
-        .filter(|key| old[*key] != new[*key])
-        .collect();
-    if differing.is_empty() {
-        return Ok(());
-    }
-    Err(Error::invalid(format!(
-        "{}: its rows were computed with other settings ({}; see {}), so new rows would not be \
-         comparable; write to a new file or pass --overwrite",
-        output.display(),
-        differing.join(", "),
-        sidecar.display()
-    )))
 }
 
 /// Gives `--volume N` to every 4-D NIfTI input without its own `:N`, with the same
@@ -445,37 +364,8 @@ fn apply_default_volume(items: Vec<InputItem>, volume: Option<usize>) -> Result<
         .collect())
 }
 
-/// Fails when a row kept from an earlier run pairs an id and a path differently
-/// from the current inputs.
-///
-/// Ids come from file names and get parent folders prefixed only when two inputs
-/// share a name, so another input list can give a scan a new id, or an id to another
-/// scan. Resuming by id would then skip a scan or embed one twice.
-fn check_resumed_paths(output: &Path, sink: &RowSink, items: &[InputItem]) -> Result<()> {
-    // The series of one DICOM folder and the volumes of one 4-D file share a path
-    // (their ids differ by series or `_vN`), so only 3-D NIfTI inputs pair one path
-    // with one id.
-    let current: Vec<(String, &str)> = items
-        .iter()
-        .filter(|i| matches!(i.source, InputSource::Nifti) && i.volume.is_none())
-        .map(|i| (i.path.display().to_string(), i.id.as_str()))
-        .collect();
-    for row in sink.resumed_rows() {
-        let (Some(old_id), Some(old_path)) = (row.first(), row.get(1)) else {
-            continue;
-        };
-        for (path, id) in &current {
-            if (id == old_id) != (path == old_path) {
-                return Err(Error::invalid(format!(
-                    "{}: an earlier run wrote id '{old_id}' for {old_path}, but now id '{id}' names {path}; \
-                     the input list changed how scans are named, so write to a new file or pass --overwrite",
-                    output.display()
-                )));
-            }
-        }
-    }
-    Ok(())
-}
+/// Keys of the provenance settings that rows of one output file must share.
+const SETTINGS: [&str; 5] = ["weights", "preprocess", "pooling", "roi", "overlap"];
 
 /// Describes the computation behind the rows, for the `FILE.json` sidecar. The
 /// `settings` part decides whether rows of two runs may share one file.

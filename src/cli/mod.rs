@@ -20,6 +20,8 @@ pub mod inputs;
 pub mod output;
 pub mod progress;
 pub mod provenance;
+pub mod resumable;
+pub mod seg_cmd;
 pub mod shard;
 pub mod weights_cmd;
 

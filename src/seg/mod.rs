@@ -3,3 +3,4 @@
 
 pub mod predict;
 pub mod sliding;
+pub mod qc;

@@ -1,0 +1,24 @@
+//! `prism-seg`: parse the command line, run the verb, map the outcome to an exit code.
+//! Everything else lives in `prism::cli::seg_cmd`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use prism::cli::progress::Reporter;
+use prism::cli::seg_cmd::{self, SegCli, TOOL};
+use prism::cli::{args::configure_threads, Exit};
+
+fn main() -> ExitCode {
+    let cli = SegCli::parse();
+    let mut reporter = Reporter::new(TOOL, cli.quiet());
+    if let Err(e) = configure_threads(cli.threads()) {
+        reporter.error(&e.to_string());
+        return Exit::Usage.into();
+    }
+
+    let result = seg_cmd::run(&cli, &mut reporter);
+    if let Err(e) = &result {
+        reporter.error(&e.to_string());
+    }
+    Exit::from_result(&result).into()
+}
