@@ -1,7 +1,7 @@
 //! 4-D DICOM series (`prism::io::dicom`, `prism-convert`, `prism-embed`): several
 //! images at each slice position of one series become the volumes of one 4-D image.
 //!
-//! No shared test file holds such a series, so each test writes one: four slices of
+//! No shared test file contains such a series, so each test writes one: four slices of
 //! the synthetic axial T1 series (`../shared/data/dicom/series_axial_t1`, skipped
 //! with a note when absent), each copied twice with dicom-object. Multi-echo copies
 //! get EchoNumbers 1 and 2 with EchoTime 10 and 30 ms; diffusion copies get
@@ -111,7 +111,7 @@ fn load_dir(dir: &Path) -> (Vec<Volume>, SeriesInfo) {
     load_series(&scan.series[0], &DicomOptions::default()).unwrap()
 }
 
-/// The four original slices as a 3-D series.
+/// Copies the four original slices into `dir` and loads them as a 3-D series.
 fn three_d(data: &Path, dir: &Path) -> Volume {
     for (n, source) in axial_slices(data).iter().enumerate() {
         std::fs::copy(source, dir.join(format!("{n}.dcm"))).unwrap();
@@ -206,7 +206,7 @@ fn embed() -> Command {
     command
 }
 
-/// The embedding values of the only row of a prism-embed CSV, and its id.
+/// Returns the id and embedding values of the only row of a prism-embed CSV.
 fn only_row(stdout: &[u8]) -> (String, Vec<f64>) {
     let text = String::from_utf8_lossy(stdout);
     let lines: Vec<&str> = text.lines().collect();

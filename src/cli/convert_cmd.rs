@@ -80,9 +80,12 @@ const LONG_ABOUT: &str = "\
 Convert DICOM series to NIfTI (.nii.gz) with JSON sidecars.
 
 Each input folder is searched for DICOM files, which are grouped into series by
-SeriesInstanceUID (split where orientation, image size or echo number differ).
-Slices are ordered along the slice normal and the RAS+ affine is built from
-ImagePositionPatient, ImageOrientationPatient and PixelSpacing. Voxels are int16
+SeriesInstanceUID (split where orientation or image size differ). Slices are
+ordered along the slice normal and the RAS+ affine is built from
+ImagePositionPatient, ImageOrientationPatient and PixelSpacing. Several images at
+each slice position (echoes, time points, diffusion weightings) make one 4-D file,
+with per-volume values in the sidecar and, for diffusion, .bval and .bvec files.
+Siemens mosaics are cut into their slices. Voxels are int16
 when all values are integers within range, float32 otherwise. Sidecars use BIDS
 field names (RepetitionTime and EchoTime in seconds, FlipAngle in degrees) and
 contain no patient-identifying attributes unless --include-patient is given.

@@ -2,8 +2,8 @@
 //! and (0029,xx20) CSA Series Header Info, and the "SIEMENS MR HEADER" block of
 //! group 0019 (B_value, DiffusionGradientDirection).
 //!
-//! A CSA header in the "SV10" format (syngo MR VB and later) is: `SV10`, 4 unused
-//! bytes, the number of tags (u32), the value 77 (u32), then per tag a 64-byte
+//! A CSA header in the "SV10" format (syngo MR VB and later) starts with `SV10`, 4
+//! unused bytes, the number of tags (u32) and the value 77 (u32). Then come, per tag, a 64-byte
 //! NUL-terminated name, VM (i32), a 4-byte VR, SyngoDT (i32), the number of items
 //! (i32) and 77 or 205 (i32), then per item four i32 lengths and the item's bytes,
 //! padded to a multiple of 4. The second length is the item length. Item values are
@@ -25,7 +25,7 @@ pub struct CsaHeader {
 }
 
 impl CsaHeader {
-    /// The items of `name` parsed as numbers; `None` when absent or any item is not a number.
+    /// Parses the items of `name` as numbers (`None` when absent or when any item is not a number).
     pub fn numbers(&self, name: &str) -> Option<Vec<f64>> {
         let items = self.elements.get(name)?;
         items.iter().map(|s| s.parse::<f64>().ok()).collect()
@@ -35,7 +35,7 @@ impl CsaHeader {
         self.numbers(name)?.first().copied()
     }
 
-    /// The value of `key` in the `### ASCCONV BEGIN ###` block of MrPhoenixProtocol
+    /// Finds the value of `key` in the `### ASCCONV BEGIN ###` block of MrPhoenixProtocol
     /// (a series header element), e.g. `sSliceArray.lSize`.
     pub fn protocol_value(&self, key: &str) -> Option<String> {
         let protocol = self.elements.get("MrPhoenixProtocol")?.first()?;
@@ -118,7 +118,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The element `(group, block << 8 | element)` of the private block that `creator`
+/// Finds the element `(group, block << 8 | element)` of the private block that `creator`
 /// reserved in `group` (a Private Creator at `(group, 0x0010..=0x00FF)`).
 pub fn private_element<'a>(
     object: &'a InMemDicomObject,
@@ -137,12 +137,12 @@ pub fn private_element<'a>(
     object.element_opt(Tag(group, block << 8 | u16::from(element))).ok().flatten()
 }
 
-/// The CSA image header (`Some(Err)` when present but unreadable).
+/// Reads the CSA image header (`Some(Err)` when present but unreadable).
 pub fn image_header(object: &InMemDicomObject) -> Option<std::result::Result<CsaHeader, String>> {
     csa_element(object, 0x10)
 }
 
-/// The CSA series header (`Some(Err)` when present but unreadable).
+/// Reads the CSA series header (`Some(Err)` when present but unreadable).
 pub fn series_header(object: &InMemDicomObject) -> Option<std::result::Result<CsaHeader, String>> {
     csa_element(object, 0x20)
 }

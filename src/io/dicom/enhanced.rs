@@ -4,8 +4,8 @@
 //! precedence over top-level ImagePositionPatient/ImageOrientationPatient/PixelSpacing.
 //!
 //! An object with no orientation anywhere (no PlaneOrientationSequence and no
-//! ImageOrientationPatient, which DICOM requires) gets a placeholder grid, as
-//! dcm2niix v1.0.20260724 writes for it: frames in file order, voxel sizes
+//! ImageOrientationPatient, which DICOM requires) gets the placeholder grid that
+//! dcm2niix v1.0.20260724 writes for it. Its frames are in file order, with voxel sizes
 //! PixelSpacing (else 1 mm) and SpacingBetweenSlices (else SliceThickness, else
 //! 1 mm), and the affine that NIfTI readers derive from those sizes alone
 //! (`diag(-dx, dy, dz)` centred on the grid, see [`placeholder_affine`]). The
@@ -171,7 +171,7 @@ fn load_without_orientation(series: &DicomSeries, image: &ImageHeader, object: &
     })
 }
 
-/// The affine nibabel 5.4 reports for a NIfTI file with sform and qform codes 0
+/// Returns the affine nibabel 5.4 reports for a NIfTI file with sform and qform codes 0
 /// (`Nifti1Header.get_base_affine`): `diag(-dx, dy, dz)`, with the grid centre at
 /// the origin.
 pub fn placeholder_affine(shape: [usize; 3], sizes: [f64; 3]) -> Affine {

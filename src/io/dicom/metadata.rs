@@ -93,7 +93,7 @@ pub enum PerVolume {
 }
 
 impl PerVolume {
-    /// The value of volume `v` (the series value for every volume); `None` past the list.
+    /// Returns the value of volume `v` (the series value for every volume), `None` past the list.
     pub fn get(&self, v: usize) -> Option<f64> {
         match self {
             PerVolume::Series(x) => Some(*x),
@@ -176,7 +176,7 @@ pub fn add_volume_parameters(meta: &mut SequenceMetadata, volumes: &[VolumeParam
     }
 }
 
-/// The gradient direction in FSL's convention (see [`SequenceMetadata::bvecs`]).
+/// Converts the gradient direction to FSL's convention (see [`SequenceMetadata::bvecs`]).
 fn fsl_bvec(volume: &VolumeParameters, affine: &Affine) -> [f64; 3] {
     let Some(g) = volume.gradient.filter(|_| volume.b_value.is_some_and(|b| b > 0.0)) else {
         return [0.0; 3];

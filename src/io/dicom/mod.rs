@@ -3,30 +3,33 @@
 //!
 //! - [`scan_folder`] / [`scan_files`] read the headers and group images into
 //!   [`DicomSeries`]: by SeriesInstanceUID, split further where
-//!   ImageOrientationPatient, Rows/Columns or EchoNumbers differ. Files that are not
-//!   DICOM, DICOMDIR files and non-image objects are skipped without a message.
+//!   ImageOrientationPatient or Rows/Columns differ. Files that are not DICOM,
+//!   DICOMDIR files and non-image objects are skipped without a message; a file
+//!   that repeats the SOPInstanceUID of an earlier one (by path) is skipped with a
+//!   warning at load time.
 //! - [`load_series`] decodes the pixels (RescaleSlope/Intercept applied, `f32`) onto
 //!   the voxel grid described in [`placement`]: `[i = column, j = row, k = slice]`,
 //!   slices in ascending position along row cosine x column cosine (never by file
 //!   name or InstanceNumber), slice spacing from ImagePositionPatient (not
 //!   SliceThickness), RAS+ affine. Uneven spacing or missing slices are an error
 //!   unless [`DicomOptions::allow_nonuniform`] requests linear resampling onto
-//!   uniform slices.
+//!   uniform slices. Several images at each slice position are the volumes of a
+//!   4-D series, ordered by echo, diffusion and time attributes ([`volumes`]).
 //! - Enhanced multi-frame images are placed frame by frame from the per-frame
 //!   functional groups (PlanePositionSequence, PlaneOrientationSequence), falling
-//!   back to the shared groups. Without any orientation the series is rejected
-//!   with an error (dcm2niix writes a placeholder affine instead; a wrong affine
-//!   would silently misplace the scan in every later step).
-//! - Siemens mosaics (ImageType contains MOSAIC) are cut into their tiles
-//!   ([`mosaic`]).
+//!   back to the shared groups. Without any orientation they get dcm2niix's
+//!   placeholder grid and a warning ([`SeriesInfo::placeholder_geometry`]).
+//!   NOTE: frames of several volumes in one enhanced object are still rejected.
+//! - Siemens mosaics (ImageType contains MOSAIC) are cut into their tiles, one
+//!   volume per file ([`mosaic`]).
 //!
 //! Series ids: `<SeriesNumber>_<SeriesDescription>` with every character outside
 //! `[A-Za-z0-9.-]` replaced by `_` (runs collapsed, `_` trimmed at the ends);
 //! `na` stands for a missing SeriesNumber and the `_<description>` part is left out
 //! when the description is empty. When two series with different
 //! SeriesInstanceUIDs in one scan share that id, each gets `_` and the last 8
-//! characters of its UID appended. A UID split into several grids gets `_echo<N>`
-//! (when only EchoNumbers differ) or `_part<N>` (1-based, in grid order) appended.
+//! characters of its UID appended. A UID split into several grids gets `_part<N>`
+//! (1-based, in grid order) appended.
 
 mod csa;
 mod enhanced;

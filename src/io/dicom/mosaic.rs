@@ -8,8 +8,8 @@
 //! tiles per side, each `Columns / s` by `Rows / s` pixels (integer division), and
 //! slice `t` is the tile in mosaic row `t / s`, column `t % s`.
 //!
-//! Geometry, as in dcm2niix v1.0.20260724 and nibabel 5.4: ImagePositionPatient is
-//! the centre of the mosaic's first pixel, so the first slice's first pixel lies
+//! Geometry follows dcm2niix v1.0.20260724 and nibabel 5.4. ImagePositionPatient is
+//! the centre of the mosaic's first pixel. The first slice's first pixel lies
 //! `(Columns - Columns / s) / 2` pixels along the row direction and
 //! `(Rows - Rows / s) / 2` pixels along the column direction from it (real-valued
 //! division). Slices run along the CSA SliceNormalVector (else row cosine x column
@@ -26,7 +26,7 @@ use crate::geometry::Affine;
 use crate::volume::Volume;
 use crate::{Error, Result};
 
-/// What one mosaic file says about its slices.
+/// Tile layout and slice geometry of one mosaic file.
 #[derive(Debug, Clone, PartialEq)]
 struct MosaicLayout {
     slices: usize,
@@ -37,8 +37,8 @@ struct MosaicLayout {
     normal: [f64; 3],
     /// Slice spacing in mm.
     spacing: f64,
-    /// Rows between the starts of two mosaic rows of tiles, in pixels of the mosaic
-    /// (see [`tile_start`]).
+    /// Distance in pixels (row-major index into the mosaic) from the start of one
+    /// row of tiles to the next (see [`tile_start`]).
     row_stride: usize,
 }
 

@@ -6,8 +6,8 @@
 //! position, trigger time, acquisition number and instance number, and the n-th
 //! image of every position goes into volume n. Every position must hold the same
 //! number of images, and the images of one volume must agree in echo number, echo
-//! time, b-value, gradient direction and temporal position; otherwise the slices
-//! cannot be matched into volumes and loading fails. Two images at one position
+//! time, b-value, gradient direction and temporal position. Otherwise the slices
+//! cannot be matched into volumes, and loading fails. Two images at one position
 //! that agree in all of these attributes and in trigger time and acquisition
 //! number are duplicates, which is an error too.
 
@@ -42,7 +42,7 @@ pub struct VolumeParameters {
 }
 
 impl VolumeParameters {
-    /// Whether two images can belong to one volume: equal echo, diffusion and temporal position.
+    /// Returns whether two images can belong to one volume: equal echo, diffusion and temporal position.
     fn same_volume(&self, other: &Self) -> bool {
         self.echo_number == other.echo_number
             && self.echo_time == other.echo_time
