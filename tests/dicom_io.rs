@@ -3,7 +3,8 @@
 //! against dcm2niix's conversions, plus the errors for broken inputs.
 //!
 //! In-repo fixtures: `tests/data/dicom/MR_small*.dcm`, one 64x64 MR image in five
-//! encodings (pydicom 3.0.2 test files, MIT). Series tests read the shared MRI test
+//! encodings (pydicom 3.0.2 test files, MIT), and `siemens_dti_mosaic_0.dcm`, a
+//! Siemens DTI b0 mosaic (nibabel 5.4.2 test data, MIT). Series tests read the shared MRI test
 //! set (`../shared/data` next to the repository, or `$PRISM_SHARED_DIR/data`) and
 //! are skipped with a note when it is absent.
 //!
@@ -12,8 +13,10 @@
 //!   voxel array is a flipped view of ours; the tests compare in world space by
 //!   mapping every voxel of ours through both affines into dcm2niix's index space.
 //! - dcm2niix stores the affine in float32, so affines agree to about 1e-4 mm.
-//! - For an enhanced image without orientation dcm2niix writes a placeholder
-//!   affine; the toolkit rejects the series.
+//! - For an enhanced image without orientation both write the same placeholder
+//!   grid (sform and qform codes 0) with a warning.
+//! - The Siemens mosaic test file is 256 x 256 pixels, not a whole number of its
+//!   7 x 7 tiles of 36 x 36; the toolkit cuts the tiles where dcm2niix does.
 //! - dcm2niix writes Manufacturer as a normalized vendor name, the toolkit the DICOM value.
 
 use std::path::{Path, PathBuf};
@@ -65,8 +68,11 @@ fn only_series(path: &Path) -> DicomSeries {
     scan.series.into_iter().next().unwrap()
 }
 
+/// Loads a series that must hold exactly one volume.
 fn load(series: &DicomSeries) -> (Volume, prism::io::dicom::SeriesInfo) {
-    load_series(series, &DicomOptions::default()).unwrap()
+    let (mut volumes, info) = load_series(series, &DicomOptions::default()).unwrap();
+    assert_eq!(volumes.len(), 1, "{}", series.id);
+    (volumes.remove(0), info)
 }
 
 /// Maps every voxel of `ours` into `theirs` through the two affines and returns
@@ -303,7 +309,8 @@ fn missing_slices_resample_when_allowed() {
     axial_series_with_gap(&data, dir.path());
     let scan = scan_folder(dir.path()).unwrap();
     let options = DicomOptions { allow_nonuniform: true, ..Default::default() };
-    let (volume, info) = load_series(&scan.series[0], &options).unwrap();
+    let (volumes, info) = load_series(&scan.series[0], &options).unwrap();
+    let volume = &volumes[0];
 
     let full = scan_folder(&data.join("dicom/series_axial_t1")).unwrap();
     let (complete, _) = load(&full.series[0]);
@@ -319,24 +326,91 @@ fn missing_slices_resample_when_allowed() {
 
 // ---------------------------------------------------------------- special series
 
-#[test]
-fn enhanced_without_orientation_is_rejected() {
-    let Some(data) = shared_data() else { return };
-    let path = data.join("dicom/enhanced/emri_small.dcm");
-    let series = only_series(&path);
-    assert_eq!(series.image_count(), 10);
-    let message = load_series(&series, &DicomOptions::default()).unwrap_err().to_string();
-    assert!(message.contains("emri_small.dcm"), "{message}");
-    assert!(message.contains("ImageOrientationPatient is missing"), "{message}");
+/// Asserts that the grids of `ours` and `theirs` place every corner voxel of
+/// `ours` at the same world point within `tolerance_mm`.
+fn assert_same_grid(ours: &Volume, theirs: &Volume, tolerance_mm: f64) {
+    let to_theirs = theirs.affine.inverse().unwrap();
+    let [ni, nj, nk] = ours.shape();
+    for corner in [[0, 0, 0], [ni - 1, 0, 0], [0, nj - 1, 0], [0, 0, nk - 1], [ni - 1, nj - 1, nk - 1]] {
+        let point = ours.affine.apply(corner.map(|c| c as f64));
+        let index = to_theirs.apply(point).map(f64::round);
+        let other = theirs.affine.apply(index);
+        let distance = (0..3).map(|d| (point[d] - other[d]).abs()).fold(0.0, f64::max);
+        assert!(distance < tolerance_mm, "corner {corner:?}: {point:?} vs {other:?}");
+    }
 }
 
 #[test]
-fn mosaic_is_reported_unsupported() {
+fn enhanced_without_orientation_gets_placeholder_grid() {
     let Some(data) = shared_data() else { return };
-    let series = only_series(&data.join("dicom/siemens_dti_mosaic/0.dcm"));
+    let series = only_series(&data.join("dicom/enhanced/emri_small.dcm"));
+    assert_eq!(series.image_count(), 10);
+    let (volume, info) = load(&series);
+    assert!(info.placeholder_geometry);
+    assert_eq!(info.warnings.len(), 1);
+    assert!(info.warnings[0].contains("ImageOrientationPatient (0020,0037) is missing"), "{:?}", info.warnings);
+
+    // dcm2niix writes the same grid (sform and qform codes 0, voxel sizes 1 x 1 x 1.2 mm)
+    // and warns "Unable to determine spatial orientation: 0020,0037 missing".
+    let reference = dcm2niix_reference(&data);
+    let entry = &reference["inputs"]["dicom/enhanced/emri_small.dcm"];
+    let output = &entry["outputs"][1];
+    assert_eq!(output["sform_code"], 0);
+    assert_eq!(output["qform_code"], 0);
+    let affine_error = volume.affine.max_abs_diff(&matrix(&output["affine"]));
+    assert!(affine_error < 1e-5, "affine differs by {affine_error}");
+
+    let out = data.join("reference/dcm2niix/dicom/enhanced/emri_small.dcm/301_.nii.gz");
+    let (theirs, _) = prism::io::load_volume(&out, None).unwrap();
+    assert_eq!(volume.shape(), theirs.shape());
+    assert_eq!(volume.data, theirs.data);
+}
+
+fn mosaic_fixture() -> PathBuf {
+    fixture("siemens_dti_mosaic_0.dcm")
+}
+
+#[test]
+fn mosaic_unpacks_to_48_slices() {
+    let series = only_series(&mosaic_fixture());
     assert!(series.is_mosaic());
-    let message = load_series(&series, &DicomOptions::default()).unwrap_err().to_string();
-    assert!(message.contains("Siemens mosaic not supported yet"), "{message}");
+    let (volume, info) = load(&series);
+    assert_eq!(volume.shape(), [36, 36, 48]);
+    assert!(!info.placeholder_geometry);
+    // The 256 x 256 test mosaic is not a whole number of 7 x 7 tiles of 36 x 36.
+    assert!(info.warnings.iter().any(|w| w.contains("not a whole number")), "{:?}", info.warnings);
+    assert_eq!(info.metadata.bvals, Some(vec![0.0]));
+    assert_eq!(info.metadata.bvecs, Some(vec![[0.0, 0.0, 0.0]]));
+}
+
+#[test]
+fn mosaic_affine_matches_nibabel() {
+    // nibabel 5.4.2 MosaicWrapper.affine for this file: LPS, voxel axes (row, column, slice).
+    let lps = [
+        [0.0, 1.796875, 0.0, -607.8571428571429],
+        [1.79684984375, 0.0, 0.015708, -627.8790218571429],
+        [-0.0094084375, 0.0, 2.9999580000000003, -76.129881],
+    ];
+    // Ours is RAS with voxel axes (column, row, slice): swap the first two columns, negate x and y.
+    let mut expected = [[0.0; 4]; 4];
+    for r in 0..3 {
+        let flip = if r < 2 { -1.0 } else { 1.0 };
+        expected[r] = [flip * lps[r][1], flip * lps[r][0], flip * lps[r][2], flip * lps[r][3]];
+    }
+    expected[3][3] = 1.0;
+    let (volume, _) = load(&only_series(&mosaic_fixture()));
+    let error = volume.affine.max_abs_diff(&Affine(expected));
+    assert!(error < 1e-3, "affine differs by {error}: {:?}", volume.affine.0);
+}
+
+#[test]
+fn mosaic_matches_dcm2niix() {
+    let Some(data) = shared_data() else { return };
+    let (ours, _) = load(&only_series(&mosaic_fixture()));
+    let out = data.join("reference/dcm2niix/dicom/siemens_dti_mosaic/0.dcm/12_CBU_DTI_64D_1A.nii.gz");
+    let (theirs, _) = prism::io::load_volume(&out, None).unwrap();
+    assert_same_grid(&ours, &theirs, 1e-3);
+    assert_eq!(max_difference_in_world(&ours, &theirs), 0.0);
 }
 
 // ---------------------------------------------------------------- broken inputs

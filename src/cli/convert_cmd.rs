@@ -1,6 +1,8 @@
 //! `prism-convert`: DICOM series in, one NIfTI file and one JSON sidecar per series out.
 //!
-//! Output voxels are int16 when every value is an integer within the int16 range
+//! A series with several volumes at the same slice positions (echoes, time points,
+//! diffusion weightings) becomes one 4-D file; diffusion series also get `.bval`
+//! and `.bvec` files in FSL's format. Output voxels are int16 when every value is an integer within the int16 range
 //! (the common case for MR, which stores 12- to 16-bit integers with slope 1) and
 //! float32 otherwise, so rescaled or out-of-range data keep their values. Standard
 //! output gets one CSV row per converted series: `id`, `path` (the input folder),
@@ -15,8 +17,10 @@ use crate::cli::batch::run_batch;
 use crate::cli::inputs::{expand_inputs, load_dicom_input, InputItem, InputSource};
 use crate::cli::output::RowSink;
 use crate::cli::progress::{Reporter, Summary};
+use crate::io::dicom::metadata::write_bval_bvec;
 use crate::io::dicom::{self, sanitize, write_sidecar, DicomOptions, SeriesInfo};
-use crate::io::{write_volume, OutputDtype, WriteOptions};
+use crate::io::write_volumes;
+use crate::io::{OutputDtype, WriteOptions};
 use crate::volume::Volume;
 use crate::{Error, Result};
 
@@ -76,9 +80,12 @@ const LONG_ABOUT: &str = "\
 Convert DICOM series to NIfTI (.nii.gz) with JSON sidecars.
 
 Each input folder is searched for DICOM files, which are grouped into series by
-SeriesInstanceUID (split where orientation, image size or echo number differ).
-Slices are ordered along the slice normal and the RAS+ affine is built from
-ImagePositionPatient, ImageOrientationPatient and PixelSpacing. Voxels are int16
+SeriesInstanceUID (split where orientation or image size differ). Slices are
+ordered along the slice normal and the RAS+ affine is built from
+ImagePositionPatient, ImageOrientationPatient and PixelSpacing. Several images at
+each slice position (echoes, time points, diffusion weightings) make one 4-D file,
+with per-volume values in the sidecar and, for diffusion, .bval and .bvec files.
+Siemens mosaics are cut into their slices. Voxels are int16
 when all values are integers within range, float32 otherwise. Sidecars use BIDS
 field names (RepetitionTime and EchoTime in seconds, FlipAngle in degrees) and
 contain no patient-identifying attributes unless --include-patient is given.
@@ -107,12 +114,12 @@ pub fn run(cli: &ConvertCli, reporter: &mut Reporter) -> Result<Summary> {
     let sink = RowSink::stdout(&["id", "path", "nifti", "sidecar"])?;
     let mut used_names = HashSet::new();
     run_batch(&items, sink, reporter, cli.keep_going, |item, reporter| {
-        let (volume, info) = load_dicom_input(item, &options)?;
+        let (volumes, info) = load_dicom_input(item, &options)?;
         for warning in &info.warnings {
             reporter.warn(&format!("{}: {warning}", item.id));
         }
         let name = unique_name(&file_name(&cli.template, &info), &mut used_names);
-        let (nifti, sidecar) = write_outputs(out_dir, &name, &volume, &info, cli.overwrite)?;
+        let (nifti, sidecar) = write_outputs(out_dir, &name, &volumes, &info, cli.overwrite)?;
         Ok(vec![item.path.display().to_string(), nifti.display().to_string(), sidecar.display().to_string()])
     })
 }
@@ -160,31 +167,38 @@ fn unique_name(name: &str, used: &mut HashSet<String>) -> String {
     candidate
 }
 
-fn write_outputs(dir: &Path, name: &str, volume: &Volume, info: &SeriesInfo, overwrite: bool) -> Result<(PathBuf, PathBuf)> {
+/// Writes `name.nii.gz` (4-D for several volumes), `name.json` and, for diffusion
+/// series, `name.bval` and `name.bvec`.
+fn write_outputs(dir: &Path, name: &str, volumes: &[Volume], info: &SeriesInfo, overwrite: bool) -> Result<(PathBuf, PathBuf)> {
     let nifti = dir.join(format!("{name}.nii.gz"));
     let sidecar = dir.join(format!("{name}.json"));
-    for path in [&nifti, &sidecar] {
+    let gradients = ["bval", "bvec"].map(|ext| dir.join(format!("{name}.{ext}")));
+    for path in [&nifti, &sidecar].into_iter().chain(&gradients) {
         if !overwrite && path.exists() {
             return Err(Error::file(path, "exists already; pass --overwrite to replace it"));
         }
     }
 
+    // Codes 0 tell readers that a placeholder affine does not place the scan.
+    let code = if info.placeholder_geometry { 0 } else { 1 };
     let options = WriteOptions {
-        dtype: output_dtype(volume),
-        sform_code: 1,
-        qform_code: 1,
+        dtype: output_dtype(volumes),
+        sform_code: code,
+        qform_code: code,
         descrip: format!("{TOOL} {}", info.id),
         ..Default::default()
     };
-    write_volume(&nifti, volume, &options)?;
+    write_volumes(&nifti, volumes, &options)?;
     write_sidecar(&sidecar, &info.metadata)?;
+    write_bval_bvec(dir, name, &info.metadata)?;
     Ok((nifti, sidecar))
 }
 
 /// int16 when every voxel is an integer in range, else float32.
-pub fn output_dtype(volume: &Volume) -> OutputDtype {
+pub fn output_dtype(volumes: &[Volume]) -> OutputDtype {
     let range = f32::from(i16::MIN)..=f32::from(i16::MAX);
-    if volume.data.iter().all(|v| v.fract() == 0.0 && range.contains(v)) {
+    let mut values = volumes.iter().flat_map(|v| v.data.iter());
+    if values.all(|v| v.fract() == 0.0 && range.contains(v)) {
         OutputDtype::Int16
     } else {
         OutputDtype::Float32
@@ -208,7 +222,11 @@ fn list_series(items: &[InputItem], reporter: &mut Reporter) -> Result<Summary> 
             .find(|s| &s.id == series_id)
             .or(scan.series.first())
             .ok_or_else(|| Error::file(&item.path, "no DICOM image series"))?;
-        let dims = format!("{}x{}x{}", series.columns, series.rows, series.image_count());
+        let volumes = series.volume_count();
+        let dims = match volumes {
+            1 => format!("{}x{}x{}", series.columns, series.rows, series.image_count()),
+            n => format!("{}x{}x{}x{n}", series.columns, series.rows, series.image_count() / n),
+        };
         let orientation = series
             .orientation()
             .map_or_else(|| "unknown".to_string(), |o| dicom::metadata::acquisition_plane(&o).to_string());

@@ -121,7 +121,7 @@ fn metadata_fields(meta: Option<&SequenceMetadata>) -> Vec<String> {
     };
     vec![
         number(m.repetition_time),
-        number(m.echo_time),
+        number(m.echo_time.as_ref().and_then(|te| te.get(0))),
         number(m.flip_angle),
         m.acquisition_plane.clone().unwrap_or_default(),
         m.sequence_family.clone().unwrap_or_default(),
@@ -343,10 +343,10 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     Ok(summary)
 }
 
-/// Gives `--volume N` to every 4-D NIfTI input without its own `:N`, with the same
-/// `_vN` id suffix as `scan.nii.gz:N`, so runs over different volumes of one series
-/// never share ids. A file that cannot be read keeps no volume and fails later,
-/// with the other per-scan errors.
+/// Gives `--volume N` to every 4-D input (NIfTI file without its own `:N`, or DICOM
+/// series with several volumes), with the same `_vN` id suffix as `scan.nii.gz:N`,
+/// so runs over different volumes of one series never share ids. A file that
+/// cannot be read keeps no volume and fails later, with the other per-scan errors.
 fn apply_default_volume(items: Vec<InputItem>, volume: Option<usize>) -> Result<Vec<InputItem>> {
     let Some(volume) = volume else {
         return Ok(items);
@@ -354,8 +354,11 @@ fn apply_default_volume(items: Vec<InputItem>, volume: Option<usize>) -> Result<
     Ok(items
         .into_iter()
         .map(|mut item| {
-            let unset = matches!(item.source, InputSource::Nifti) && item.volume.is_none();
-            if unset && nifti_volume(&item, Some(volume)).ok().flatten().is_some() {
+            let four_d = match item.source {
+                InputSource::Nifti => nifti_volume(&item, Some(volume)).ok().flatten().is_some(),
+                InputSource::DicomSeries { volumes, .. } => volumes > 1,
+            };
+            if item.volume.is_none() && four_d {
                 item.volume = Some(volume);
                 item.id = format!("{}_v{volume}", item.id);
             }

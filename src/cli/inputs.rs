@@ -44,7 +44,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Component, Path, PathBuf};
 
-use crate::io::dicom::{self, DicomOptions, SequenceMetadata, SeriesInfo};
+use crate::io::dicom::{self, DicomOptions, PerVolume, SequenceMetadata, SeriesInfo};
 use crate::volume::Volume;
 use crate::{Error, Result};
 
@@ -54,7 +54,8 @@ pub struct InputItem {
     /// Path as given (or as found under a directory, or resolved from a list file);
     /// for a DICOM series, the folder of its first file.
     pub path: PathBuf,
-    /// Volume of a 4-D image (0-based), when the input named one with `:N`.
+    /// Volume of a 4-D image (0-based), when the input named one with `:N`; for a
+    /// 4-D DICOM series, the volume `--volume` chose.
     pub volume: Option<usize>,
     /// Unique id, used as the first column of the output row.
     pub id: String,
@@ -73,6 +74,8 @@ pub enum InputSource {
         series_uid: String,
         /// Series id from the scan, before it was made unique among all inputs.
         series_id: String,
+        /// Number of volumes, from the headers (more than 1 for a 4-D series).
+        volumes: usize,
     },
 }
 
@@ -86,12 +89,12 @@ impl InputItem {
     }
 }
 
-/// Loads the volume of one input: a NIfTI file (volume `item.volume`, else
-/// `default_volume`, of a 4-D file), or a DICOM series with default [`DicomOptions`].
+/// Loads the volume of one input: a NIfTI file or a DICOM series (with default
+/// [`DicomOptions`]); of a 4-D input, volume `item.volume`, else `default_volume`.
 pub fn load_input(item: &InputItem, default_volume: Option<usize>) -> Result<Volume> {
     match &item.source {
         InputSource::Nifti => Ok(crate::io::load_volume(&item.path, nifti_volume(item, default_volume)?)?.0),
-        InputSource::DicomSeries { .. } => Ok(load_dicom_input(item, &DicomOptions::default())?.0),
+        InputSource::DicomSeries { .. } => Ok(load_input_with_metadata(item, default_volume)?.0),
     }
 }
 
@@ -116,9 +119,37 @@ pub fn load_input_with_metadata(item: &InputItem, default_volume: Option<usize>)
             Ok((volume, nifti_sidecar(&item.path)?))
         }
         InputSource::DicomSeries { .. } => {
-            let (volume, info) = load_dicom_input(item, &DicomOptions::default())?;
-            Ok((volume, Some(info.metadata)))
+            let (volumes, info) = load_dicom_input(item, &DicomOptions::default())?;
+            let index = dicom_volume(item, item.volume.or(default_volume), volumes.len())?;
+            let mut metadata = info.metadata;
+            if let Some(te) = metadata.echo_time.as_ref().and_then(|te| te.get(index)) {
+                metadata.echo_time = Some(PerVolume::Series(te));
+            }
+            let volume = volumes.into_iter().nth(index).ok_or_else(|| Error::file(&item.path, "no volume loaded"))?;
+            Ok((volume, Some(metadata)))
         }
+    }
+}
+
+/// Picks the volume of a DICOM series with `count` volumes, with the rules and
+/// messages of a 4-D NIfTI file: a 3-D series ignores the choice, a 4-D series
+/// needs one.
+fn dicom_volume(item: &InputItem, volume: Option<usize>, count: usize) -> Result<usize> {
+    match volume {
+        _ if count == 1 => Ok(0),
+        None => Err(Error::file(
+            &item.path,
+            format!(
+                "DICOM series {} is 4-D with {count} volumes; choose one with --volume N (N from 0 to {})",
+                item.id,
+                count - 1
+            ),
+        )),
+        Some(v) if v >= count => Err(Error::file(
+            &item.path,
+            format!("volume {v} requested, but DICOM series {} has {count} volumes (valid: 0 to {})", item.id, count - 1),
+        )),
+        Some(v) => Ok(v),
     }
 }
 
@@ -143,14 +174,15 @@ fn nifti_sidecar(path: &Path) -> Result<Option<SequenceMetadata>> {
     Ok(Some(meta))
 }
 
-/// Loads a DICOM input with its series information; a NIfTI input is an error.
-pub fn load_dicom_input(item: &InputItem, options: &DicomOptions) -> Result<(Volume, SeriesInfo)> {
+/// Loads every volume of a DICOM input with its series information; a NIfTI input
+/// is an error.
+pub fn load_dicom_input(item: &InputItem, options: &DicomOptions) -> Result<(Vec<Volume>, SeriesInfo)> {
     let InputSource::DicomSeries { files, series_id, .. } = &item.source else {
         return Err(Error::file(&item.path, "not a DICOM series"));
     };
-    let (volume, mut info) = dicom::load_series_files(files, series_id, options)?;
+    let (volumes, mut info) = dicom::load_series_files(files, series_id, options)?;
     info.id = item.id.clone();
-    Ok((volume, info))
+    Ok((volumes, info))
 }
 
 /// Splits `scan.nii.gz:2` into the path and the volume index.
@@ -331,6 +363,7 @@ fn add_dicom_series(source: &Path, files: &[PathBuf], found: &mut Vec<Found>) ->
             path: folder_of(&s.files[0]),
             volume: None,
             source: InputSource::DicomSeries {
+                volumes: s.volume_count(),
                 files: s.files,
                 series_uid: s.series_uid,
                 series_id: s.id,
@@ -353,6 +386,7 @@ fn add_dicom_series(source: &Path, files: &[PathBuf], found: &mut Vec<Found>) ->
                 files: vec![file],
                 series_uid: String::new(),
                 series_id: dicom::sanitize(&name),
+                volumes: 1,
             },
         });
     }

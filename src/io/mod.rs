@@ -18,7 +18,7 @@ mod qform;
 mod stream;
 
 pub use self::nifti::{load_volume, read_header, AffineSource, NiftiHeaderInfo, MAX_VOXELS};
-pub use self::nifti_write::{write_volume, OutputDtype, WriteOptions};
+pub use self::nifti_write::{write_volume, write_volumes, OutputDtype, WriteOptions};
 use crate::volume::Volume;
 
 /// Number of NaN and infinite voxels; the reader keeps them, so callers that

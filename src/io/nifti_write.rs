@@ -110,8 +110,25 @@ impl WriteOptions {
 /// stores its rotation, zooms and offset, with the nearest rotation for a sheared
 /// affine. Header extensions of an input file are not carried over.
 pub fn write_volume(path: &Path, vol: &Volume, opts: &WriteOptions) -> Result<()> {
+    write_volumes(path, std::slice::from_ref(vol), opts)
+}
+
+/// Writes `volumes` as one image, as [`write_volume`] does: 3-D for one volume, 4-D
+/// (`dim[4]` = the number of volumes, `pixdim[4]` = 1) for several. Every volume
+/// must have the shape and affine of the first; the header takes the first's affine.
+pub fn write_volumes(path: &Path, volumes: &[Volume], opts: &WriteOptions) -> Result<()> {
     let gzip = output_is_gzip(path)?;
-    if let Some(size) = vol.shape().iter().find(|&&s| s > i16::MAX as usize) {
+    let Some(vol) = volumes.first() else {
+        return Err(Error::file(path, "no volume to write"));
+    };
+    if let Some(v) = volumes.iter().position(|v| v.shape() != vol.shape() || v.affine.max_abs_diff(&vol.affine) > 0.0) {
+        return Err(Error::file(
+            path,
+            format!("volume {v} differs from volume 0 in shape or affine; a 4-D image needs one grid"),
+        ));
+    }
+    let count = volumes.len();
+    if let Some(size) = vol.shape().iter().chain([&count]).find(|&&s| s > i16::MAX as usize) {
         return Err(Error::file(
             path,
             format!(
@@ -121,10 +138,18 @@ pub fn write_volume(path: &Path, vol: &Volume, opts: &WriteOptions) -> Result<()
         ));
     }
     let qform = affine_to_qform(&vol.affine).map_err(|e| Error::file(path, e.to_string()))?;
-    let header = compose_header(vol, opts, &qform);
-    let data = encode_voxels(vol, opts.dtype).map_err(|msg| Error::file(path, msg))?;
+    let header = compose_header(vol, count, opts, &qform);
+    let mut parts = vec![header];
+    for (v, volume) in volumes.iter().enumerate() {
+        let data = encode_voxels(volume, opts.dtype).map_err(|msg| match count {
+            1 => Error::file(path, msg),
+            _ => Error::file(path, format!("volume {v}: {msg}")),
+        })?;
+        parts.push(data);
+    }
 
-    write_atomically(path, gzip, &[&header, &data])
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    write_atomically(path, gzip, &parts)
 }
 
 /// Writes `parts` to a hidden temporary file next to `path`, gzip-compressed when
@@ -174,8 +199,9 @@ fn output_is_gzip(path: &Path) -> Result<bool> {
     }
 }
 
-/// Composes the 348-byte little-endian header and the 4-byte "no extensions" flag.
-fn compose_header(vol: &Volume, opts: &WriteOptions, qform: &QformParams) -> Vec<u8> {
+/// Composes the 348-byte little-endian header and the 4-byte "no extensions" flag
+/// for `count` volumes shaped like `vol`.
+fn compose_header(vol: &Volume, count: usize, opts: &WriteOptions, qform: &QformParams) -> Vec<u8> {
     let mut h = vec![0u8; MIN_VOX_OFFSET as usize];
     let put_i16 = |h: &mut [u8], at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
     let put_f32 = |h: &mut [u8], at: usize, v: f32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -184,11 +210,11 @@ fn compose_header(vol: &Volume, opts: &WriteOptions, qform: &QformParams) -> Vec
     h[38] = b'r'; // `regular`, kept for ANALYZE 7.5 readers
     let shape = vol.shape();
     let dim = [
-        3,
+        if count > 1 { 4 } else { 3 },
         shape[0] as i16,
         shape[1] as i16,
         shape[2] as i16,
-        1,
+        count as i16,
         1,
         1,
         1,

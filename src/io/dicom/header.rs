@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions, Tag};
 
+use super::csa;
+use super::volumes::VolumeParameters;
 use crate::{Error, Result};
 
 /// The attributes read, by (group, element).
@@ -16,6 +18,7 @@ pub(crate) mod tags {
     use dicom_object::Tag;
 
     pub const IMAGE_TYPE: Tag = Tag(0x0008, 0x0008);
+    pub const SOP_INSTANCE_UID: Tag = Tag(0x0008, 0x0018);
     pub const MANUFACTURER: Tag = Tag(0x0008, 0x0070);
     pub const SERIES_DESCRIPTION: Tag = Tag(0x0008, 0x103E);
     pub const MANUFACTURER_MODEL_NAME: Tag = Tag(0x0008, 0x1090);
@@ -37,8 +40,16 @@ pub(crate) mod tags {
     pub const SPACING_BETWEEN_SLICES: Tag = Tag(0x0018, 0x0088);
     pub const SEQUENCE_NAME: Tag = Tag(0x0018, 0x0024);
     pub const FLIP_ANGLE: Tag = Tag(0x0018, 0x1314);
+    pub const TRIGGER_TIME: Tag = Tag(0x0018, 0x1060);
+    pub const DIFFUSION_B_VALUE: Tag = Tag(0x0018, 0x9087);
+    pub const DIFFUSION_GRADIENT_DIRECTION: Tag = Tag(0x0018, 0x9076);
+    pub const DIFFUSION_GRADIENT_ORIENTATION: Tag = Tag(0x0018, 0x9089);
+    pub const MR_DIFFUSION: Tag = Tag(0x0018, 0x9117);
     pub const SERIES_INSTANCE_UID: Tag = Tag(0x0020, 0x000E);
     pub const SERIES_NUMBER: Tag = Tag(0x0020, 0x0011);
+    pub const ACQUISITION_NUMBER: Tag = Tag(0x0020, 0x0012);
+    pub const INSTANCE_NUMBER: Tag = Tag(0x0020, 0x0013);
+    pub const TEMPORAL_POSITION_IDENTIFIER: Tag = Tag(0x0020, 0x0100);
     pub const IMAGE_POSITION_PATIENT: Tag = Tag(0x0020, 0x0032);
     pub const IMAGE_ORIENTATION_PATIENT: Tag = Tag(0x0020, 0x0037);
     pub const SAMPLES_PER_PIXEL: Tag = Tag(0x0028, 0x0002);
@@ -65,6 +76,8 @@ const DICOMDIR_SOP_CLASS: &str = "1.2.840.10008.1.3.10";
 pub struct ImageHeader {
     pub path: PathBuf,
     pub series_uid: String,
+    /// SOPInstanceUID: the same image stored twice (in two transfer syntaxes, say) has the same one.
+    pub sop_instance_uid: Option<String>,
     pub series_number: Option<i64>,
     pub description: String,
     pub rows: usize,
@@ -77,7 +90,9 @@ pub struct ImageHeader {
     pub position: Option<[f64; 3]>,
     /// PixelSpacing as stored: spacing between rows, then between columns, in mm.
     pub pixel_spacing: Option<[f64; 2]>,
-    pub echo_number: Option<i64>,
+    pub instance_number: Option<i64>,
+    /// The attributes that tell apart volumes at the same slice positions.
+    pub parameters: VolumeParameters,
     pub image_type: Vec<String>,
     /// Per-frame functional groups present (enhanced multi-frame object).
     pub enhanced: bool,
@@ -201,6 +216,7 @@ fn read_image_header(path: &Path, object: &InMemDicomObject) -> Result<Option<Im
     Ok(Some(ImageHeader {
         path: path.to_path_buf(),
         series_uid,
+        sop_instance_uid: text(object, tags::SOP_INSTANCE_UID),
         series_number: int(object, tags::SERIES_NUMBER),
         description: text(object, tags::SERIES_DESCRIPTION).unwrap_or_default(),
         rows: rows as usize,
@@ -209,10 +225,37 @@ fn read_image_header(path: &Path, object: &InMemDicomObject) -> Result<Option<Im
         orientation: floats::<6>(object, tags::IMAGE_ORIENTATION_PATIENT),
         position: floats::<3>(object, tags::IMAGE_POSITION_PATIENT),
         pixel_spacing: floats::<2>(object, tags::PIXEL_SPACING),
-        echo_number: int(object, tags::ECHO_NUMBERS),
+        instance_number: int(object, tags::INSTANCE_NUMBER),
+        parameters: volume_parameters(object),
         image_type: strings(object, tags::IMAGE_TYPE),
         enhanced: object.element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS).ok().flatten().is_some(),
     }))
+}
+
+/// Echo, time and diffusion attributes of one image. The b-value and gradient come
+/// from DiffusionBValue (0018,9087) and DiffusionGradientOrientation (0018,9089),
+/// at top level or in MRDiffusionSequence, else from the Siemens private
+/// B_value (0019,xx0C) and DiffusionGradientDirection (0019,xx0E).
+fn volume_parameters(object: &InMemDicomObject) -> VolumeParameters {
+    let diffusion = first_item(object, tags::MR_DIFFUSION);
+    let b_value = float(object, tags::DIFFUSION_B_VALUE)
+        .or_else(|| diffusion.and_then(|d| float(d, tags::DIFFUSION_B_VALUE)))
+        .or_else(|| csa::b_value(object));
+    let gradient = floats::<3>(object, tags::DIFFUSION_GRADIENT_ORIENTATION)
+        .or_else(|| {
+            let direction = diffusion.and_then(|d| first_item(d, tags::DIFFUSION_GRADIENT_DIRECTION))?;
+            floats::<3>(direction, tags::DIFFUSION_GRADIENT_ORIENTATION)
+        })
+        .or_else(|| csa::gradient_direction(object));
+    VolumeParameters {
+        echo_number: int(object, tags::ECHO_NUMBERS),
+        echo_time: float(object, tags::ECHO_TIME),
+        temporal_position: int(object, tags::TEMPORAL_POSITION_IDENTIFIER),
+        trigger_time: float(object, tags::TRIGGER_TIME),
+        acquisition_number: int(object, tags::ACQUISITION_NUMBER),
+        b_value,
+        gradient,
+    }
 }
 
 /// The trimmed text of an attribute; `None` when absent or empty.

@@ -15,7 +15,9 @@ use dicom_object::InMemDicomObject;
 use serde::{Deserialize, Serialize};
 
 use super::header::{first_item, float, strings, tags, text};
-use super::series::normal;
+use super::series::{dot, normal};
+use super::volumes::VolumeParameters;
+use crate::geometry::Affine;
 use crate::{Error, Result};
 
 /// Below this absolute value of the largest component of the slice normal a
@@ -36,9 +38,10 @@ pub struct SequenceMetadata {
     /// Seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repetition_time: Option<f64>,
-    /// Seconds.
+    /// Seconds; a list with one value per volume for a 4-D series whose volumes
+    /// differ in echo time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub echo_time: Option<f64>,
+    pub echo_time: Option<PerVolume>,
     /// Seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inversion_time: Option<f64>,
@@ -68,9 +71,35 @@ pub struct SequenceMetadata {
     /// `T1w`, `T2w`, `FLAIR`, `PD`, `DWI` or `other` ([`sequence_family`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence_family: Option<String>,
+    /// Diffusion b-value of each volume (s/mm²), when the images have one.
+    #[serde(default, rename = "bvals", skip_serializing_if = "Option::is_none")]
+    pub bvals: Option<Vec<f64>>,
+    /// Diffusion gradient direction of each volume, in FSL's convention: relative to
+    /// the voxel axes i, j, k of the written image, with the first component negated
+    /// when the affine's determinant is positive. Zero for b = 0 or no direction.
+    #[serde(default, rename = "bvecs", skip_serializing_if = "Option::is_none")]
+    pub bvecs: Option<Vec<[f64; 3]>>,
     /// Present only when patient attributes were requested.
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub patient: Option<PatientInfo>,
+}
+
+/// A value that is one number for the series, or one number per volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerVolume {
+    Series(f64),
+    Volumes(Vec<f64>),
+}
+
+impl PerVolume {
+    /// Returns the value of volume `v` (the series value for every volume), `None` past the list.
+    pub fn get(&self, v: usize) -> Option<f64> {
+        match self {
+            PerVolume::Series(x) => Some(*x),
+            PerVolume::Volumes(list) => list.get(v).copied(),
+        }
+    }
 }
 
 /// Patient-identifying attributes, read and written only on request.
@@ -110,7 +139,7 @@ pub fn read_metadata(object: &InMemDicomObject, orientation: Option<[f64; 6]>, w
             .map(ms_to_s),
         echo_time: float(object, tags::ECHO_TIME)
             .or_else(|| echo.and_then(|e| float(e, tags::EFFECTIVE_ECHO_TIME)))
-            .map(ms_to_s),
+            .map(|te| PerVolume::Series(ms_to_s(te))),
         inversion_time: float(object, tags::INVERSION_TIME).map(ms_to_s),
         flip_angle: float(object, tags::FLIP_ANGLE).or_else(|| timing.and_then(|t| float(t, tags::FLIP_ANGLE))),
         scanning_sequence: joined(object, tags::SCANNING_SEQUENCE),
@@ -123,10 +152,65 @@ pub fn read_metadata(object: &InMemDicomObject, orientation: Option<[f64; 6]>, w
         image_orientation_patient_dicom: orientation,
         acquisition_plane: orientation.map(|o| acquisition_plane(&o).to_string()),
         sequence_family: None,
+        bvals: None,
+        bvecs: None,
         patient: with_patient.then(|| read_patient(object)),
     };
     meta.sequence_family = Some(sequence_family(&meta).to_string());
     meta
+}
+
+/// Adds what differs between the volumes of a 4-D series: EchoTime as a list when
+/// the echo times differ, and `bvals`/`bvecs` whenever every volume has a b-value.
+/// `affine` is the written image's, whose voxel axes the bvecs refer to.
+pub fn add_volume_parameters(meta: &mut SequenceMetadata, volumes: &[VolumeParameters], affine: &Affine) {
+    let echo_times: Option<Vec<f64>> = volumes.iter().map(|v| v.echo_time.map(|te| te / 1000.0)).collect();
+    if let Some(times) = echo_times.filter(|t| t.len() > 1 && t.iter().any(|x| *x != t[0])) {
+        meta.echo_time = Some(PerVolume::Volumes(times));
+    }
+
+    let bvals: Option<Vec<f64>> = volumes.iter().map(|v| v.b_value).collect();
+    if let Some(bvals) = bvals {
+        meta.bvecs = Some(volumes.iter().map(|v| fsl_bvec(v, affine)).collect());
+        meta.bvals = Some(bvals);
+    }
+}
+
+/// Converts the gradient direction to FSL's convention (see [`SequenceMetadata::bvecs`]).
+fn fsl_bvec(volume: &VolumeParameters, affine: &Affine) -> [f64; 3] {
+    let Some(g) = volume.gradient.filter(|_| volume.b_value.is_some_and(|b| b > 0.0)) else {
+        return [0.0; 3];
+    };
+    let ras = [-g[0], -g[1], g[2]];
+    let m = affine.0;
+    let mut bvec = [0.0; 3];
+    for (axis, component) in bvec.iter_mut().enumerate() {
+        let column = [m[0][axis], m[1][axis], m[2][axis]];
+        let length = dot(column, column).sqrt();
+        *component = if length > 0.0 { dot(ras, column) / length } else { 0.0 };
+    }
+    let determinant = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    if determinant > 0.0 {
+        bvec[0] = -bvec[0];
+    }
+    bvec.map(|c| if c == 0.0 { 0.0 } else { c })
+}
+
+/// Writes `stem.bval` (b-values on one line) and `stem.bvec` (three lines: x, y and
+/// z components) in FSL's text format, as dcm2niix does, when `meta` has b-values.
+/// Returns the paths written.
+pub fn write_bval_bvec(dir: &Path, stem: &str, meta: &SequenceMetadata) -> Result<Vec<std::path::PathBuf>> {
+    let (Some(bvals), Some(bvecs)) = (&meta.bvals, &meta.bvecs) else {
+        return Ok(Vec::new());
+    };
+    let line = |values: &mut dyn Iterator<Item = f64>| values.map(|v| format!("{v} ")).collect::<String>() + "\n";
+    let bval_path = dir.join(format!("{stem}.bval"));
+    let bvec_path = dir.join(format!("{stem}.bvec"));
+    let bvec_text: String = (0..3).map(|d| line(&mut bvecs.iter().map(|b| b[d]))).collect();
+    std::fs::write(&bval_path, line(&mut bvals.iter().copied())).map_err(|e| Error::io(&bval_path, e))?;
+    std::fs::write(&bvec_path, bvec_text).map_err(|e| Error::io(&bvec_path, e))?;
+    Ok(vec![bval_path, bvec_path])
 }
 
 fn joined(object: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
@@ -188,7 +272,8 @@ pub fn sequence_family(meta: &SequenceMetadata) -> &'static str {
     }
 
     let ms = |v: Option<f64>| v.map(|s| s * 1000.0);
-    let (Some(tr), Some(te)) = (ms(meta.repetition_time), ms(meta.echo_time)) else {
+    let echo_time = meta.echo_time.as_ref().and_then(|te| te.get(0));
+    let (Some(tr), Some(te)) = (ms(meta.repetition_time), ms(echo_time)) else {
         return "other";
     };
     let ti = ms(meta.inversion_time).unwrap_or(0.0);
@@ -251,10 +336,10 @@ mod tests {
         assert_eq!(sequence_family(&meta), "FLAIR");
         meta.series_description = Some("unnamed".into());
         meta.repetition_time = Some(0.5);
-        meta.echo_time = Some(0.01);
+        meta.echo_time = Some(PerVolume::Series(0.01));
         assert_eq!(sequence_family(&meta), "T1w");
         meta.repetition_time = Some(4.0);
-        meta.echo_time = Some(0.1);
+        meta.echo_time = Some(PerVolume::Series(0.1));
         assert_eq!(sequence_family(&meta), "T2w");
     }
 }

@@ -3,31 +3,35 @@
 //!
 //! - [`scan_folder`] / [`scan_files`] read the headers and group images into
 //!   [`DicomSeries`]: by SeriesInstanceUID, split further where
-//!   ImageOrientationPatient, Rows/Columns or EchoNumbers differ. Files that are not
-//!   DICOM, DICOMDIR files and non-image objects are skipped without a message.
+//!   ImageOrientationPatient or Rows/Columns differ. Files that are not DICOM,
+//!   DICOMDIR files and non-image objects are skipped without a message; a file
+//!   that repeats the SOPInstanceUID of an earlier one (by path) is skipped with a
+//!   warning at load time.
 //! - [`load_series`] decodes the pixels (RescaleSlope/Intercept applied, `f32`) onto
 //!   the voxel grid described in [`placement`]: `[i = column, j = row, k = slice]`,
 //!   slices in ascending position along row cosine x column cosine (never by file
 //!   name or InstanceNumber), slice spacing from ImagePositionPatient (not
 //!   SliceThickness), RAS+ affine. Uneven spacing or missing slices are an error
 //!   unless [`DicomOptions::allow_nonuniform`] requests linear resampling onto
-//!   uniform slices.
+//!   uniform slices. Several images at each slice position are the volumes of a
+//!   4-D series, ordered by echo, diffusion and time attributes ([`volumes`]).
 //! - Enhanced multi-frame images are placed frame by frame from the per-frame
 //!   functional groups (PlanePositionSequence, PlaneOrientationSequence), falling
-//!   back to the shared groups. Without any orientation the series is rejected
-//!   with an error (dcm2niix writes a placeholder affine instead; a wrong affine
-//!   would silently misplace the scan in every later step).
-//! - Siemens mosaics (ImageType contains MOSAIC) are cut into their tiles
-//!   ([`mosaic`]).
+//!   back to the shared groups. Without any orientation they get dcm2niix's
+//!   placeholder grid and a warning ([`SeriesInfo::placeholder_geometry`]).
+//!   NOTE: frames of several volumes in one enhanced object are still rejected.
+//! - Siemens mosaics (ImageType contains MOSAIC) are cut into their tiles, one
+//!   volume per file ([`mosaic`]).
 //!
 //! Series ids: `<SeriesNumber>_<SeriesDescription>` with every character outside
 //! `[A-Za-z0-9.-]` replaced by `_` (runs collapsed, `_` trimmed at the ends);
 //! `na` stands for a missing SeriesNumber and the `_<description>` part is left out
 //! when the description is empty. When two series with different
 //! SeriesInstanceUIDs in one scan share that id, each gets `_` and the last 8
-//! characters of its UID appended. A UID split into several grids gets `_echo<N>`
-//! (when only EchoNumbers differ) or `_part<N>` (1-based, in grid order) appended.
+//! characters of its UID appended. A UID split into several grids gets `_part<N>`
+//! (1-based, in grid order) appended.
 
+mod csa;
 mod enhanced;
 mod header;
 pub mod metadata;
@@ -35,6 +39,7 @@ pub mod mosaic;
 mod pixels;
 pub mod placement;
 mod series;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +47,9 @@ use ndarray::Array3;
 use rayon::prelude::*;
 
 pub use self::header::is_dicom_file;
-pub use self::metadata::{read_sidecar, write_sidecar, PatientInfo, SequenceMetadata};
+pub use self::metadata::{read_sidecar, write_sidecar, PatientInfo, PerVolume, SequenceMetadata};
 pub use self::series::{sanitize, scan_files, scan_folder, DicomScan, DicomSeries};
+pub use self::volumes::VolumeParameters;
 use self::header::{open, tags, ImageHeader};
 use self::placement::{build_grid, Grid, Placement};
 use crate::volume::Volume;
@@ -68,14 +74,33 @@ pub struct SeriesInfo {
     pub description: String,
     pub number: Option<i64>,
     pub file_count: usize,
+    /// Sequence parameters; per-volume values of a 4-D series are lists
+    /// (EchoTime, bvals, bvecs).
     pub metadata: SequenceMetadata,
-    /// Notes about the conversion (resampling applied), for the user.
+    /// The echo, time and diffusion attributes of each volume, in volume order.
+    pub volumes: Vec<VolumeParameters>,
+    /// Notes about the conversion (resampling applied, placeholder geometry), for the user.
     pub warnings: Vec<String>,
+    /// The affine is a placeholder because the files do not say where the scan is;
+    /// NIfTI output then gets sform and qform codes 0.
+    pub placeholder_geometry: bool,
 }
 
-/// Loads one series onto its voxel grid.
-pub fn load_series(series: &DicomSeries, options: &DicomOptions) -> Result<(Volume, SeriesInfo)> {
-    let (volume, mut warnings) = if series.is_mosaic() {
+/// The voxels of a series before its metadata is read.
+struct Loaded {
+    /// One or more volumes on one grid (same shape and affine).
+    volumes: Vec<Volume>,
+    /// The attributes of each volume.
+    parameters: Vec<VolumeParameters>,
+    warnings: Vec<String>,
+    /// The affine is a placeholder, not the position of the scan (see [`enhanced`]).
+    placeholder_geometry: bool,
+}
+
+/// Loads one series onto its voxel grid: one volume, or several for a 4-D series
+/// (all with the same shape and affine, in the order of [`volumes`]).
+pub fn load_series(series: &DicomSeries, options: &DicomOptions) -> Result<(Vec<Volume>, SeriesInfo)> {
+    let Loaded { volumes, parameters, mut warnings, placeholder_geometry } = if series.is_mosaic() {
         mosaic::load(series, options)?
     } else if series.is_multiframe() {
         enhanced::load(series, options)?
@@ -86,8 +111,16 @@ pub fn load_series(series: &DicomSeries, options: &DicomOptions) -> Result<(Volu
     let first = &series.images[0];
     let object = open(&first.path, true)?;
     let orientation = series.orientation().or_else(|| enhanced::orientation(&object));
-    let metadata = metadata::read_metadata(&object, orientation, options.include_patient);
-    if volume.data.iter().any(|v| !v.is_finite()) {
+    let mut metadata = metadata::read_metadata(&object, orientation, options.include_patient);
+    metadata::add_volume_parameters(&mut metadata, &parameters, &volumes[0].affine);
+    if let Some(first_duplicate) = series.duplicates.first() {
+        warnings.push(format!(
+            "{} file(s) skipped because they repeat the SOPInstanceUID of another file, e.g. {}",
+            series.duplicates.len(),
+            first_duplicate.display()
+        ));
+    }
+    if volumes.iter().any(|v| v.data.iter().any(|x| !x.is_finite())) {
         warnings.push("some voxels are NaN or infinite".to_string());
     }
 
@@ -98,13 +131,15 @@ pub fn load_series(series: &DicomSeries, options: &DicomOptions) -> Result<(Volu
         number: series.number,
         file_count: series.files.len(),
         metadata,
+        volumes: parameters,
         warnings,
+        placeholder_geometry,
     };
-    Ok((volume, info))
+    Ok((volumes, info))
 }
 
 /// Scans `files` and loads the single series with id `series_id` among them.
-pub fn load_series_files(files: &[PathBuf], series_id: &str, options: &DicomOptions) -> Result<(Volume, SeriesInfo)> {
+pub fn load_series_files(files: &[PathBuf], series_id: &str, options: &DicomOptions) -> Result<(Vec<Volume>, SeriesInfo)> {
     let mut scan = scan_files(files);
     if let Some(error) = scan.unreadable.pop() {
         return Err(error);
@@ -116,9 +151,9 @@ pub fn load_series_files(files: &[PathBuf], series_id: &str, options: &DicomOpti
     }
     .ok_or_else(|| Error::file(source, format!("DICOM series {series_id} not found")))?;
 
-    let (volume, mut info) = load_series(&series, options)?;
+    let (volumes, mut info) = load_series(&series, options)?;
     info.id = series_id.to_string();
-    Ok((volume, info))
+    Ok((volumes, info))
 }
 
 /// The folder messages about a series name: where its first file is.
@@ -127,29 +162,38 @@ fn series_source(series: &DicomSeries) -> PathBuf {
     first.parent().map_or_else(|| first.clone(), Path::to_path_buf)
 }
 
-/// One slice per file.
-fn load_slices(series: &DicomSeries, options: &DicomOptions) -> Result<(Volume, Vec<String>)> {
-    let (orientation, pixel_spacing, positions) = slice_geometry(&series.images)?;
-    let first = &series.images[0];
+/// One slice per file; several files at one position are volumes of a 4-D series.
+fn load_slices(series: &DicomSeries, options: &DicomOptions) -> Result<Loaded> {
     let source = series_source(series);
+    slice_geometry(&series.images.iter().collect::<Vec<_>>())?;
+    let volumes = volumes::split(&series.images, &source, &series.id)?;
+
+    let (orientation, pixel_spacing, positions) = slice_geometry(&volumes[0])?;
     let placement = Placement {
         series_id: &series.id,
         source: &source,
         orientation,
         pixel_spacing,
         positions,
-        single_slice_spacing: single_slice_spacing(first)?,
+        single_slice_spacing: single_slice_spacing(&series.images[0])?,
     };
     let grid = build_grid(&placement, options.allow_nonuniform)?;
 
-    let slices: Vec<Vec<f32>> = series
-        .images
-        .par_iter()
-        .map(|h| single_frame(h, series.rows, series.columns))
-        .collect::<Result<_>>()?;
-    let warnings = resample_warning(&grid, slices.len());
-    let data = assemble(&slices, series.rows, series.columns, &grid);
-    Ok((Volume::new(data, grid.affine), warnings))
+    let mut loaded = Loaded {
+        volumes: Vec::with_capacity(volumes.len()),
+        parameters: volumes.iter().map(|v| v[0].parameters.clone()).collect(),
+        warnings: resample_warning(&grid, volumes[0].len()),
+        placeholder_geometry: false,
+    };
+    for images in &volumes {
+        let slices: Vec<Vec<f32>> = images
+            .par_iter()
+            .map(|h| single_frame(h, series.rows, series.columns))
+            .collect::<Result<_>>()?;
+        let data = assemble(&slices, series.rows, series.columns, &grid);
+        loaded.volumes.push(Volume::new(data, grid.affine));
+    }
+    Ok(loaded)
 }
 
 fn single_frame(h: &ImageHeader, rows: usize, columns: usize) -> Result<Vec<f32>> {
@@ -162,7 +206,7 @@ fn single_frame(h: &ImageHeader, rows: usize, columns: usize) -> Result<Vec<f32>
 
 /// Orientation, pixel spacing and the positions of every image, or an error
 /// naming the first file that lacks one.
-fn slice_geometry(images: &[ImageHeader]) -> Result<([f64; 6], [f64; 2], Vec<[f64; 3]>)> {
+fn slice_geometry(images: &[&ImageHeader]) -> Result<([f64; 6], [f64; 2], Vec<[f64; 3]>)> {
     let mut positions = Vec::with_capacity(images.len());
     for h in images {
         if h.orientation.is_none() {

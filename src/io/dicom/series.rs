@@ -9,7 +9,9 @@ use rayon::prelude::*;
 use super::header::{classify_file, FileKind, ImageHeader};
 use crate::{Error, Result};
 
-/// One series: images sharing SeriesInstanceUID, orientation, Rows/Columns and echo number.
+/// One series: images sharing SeriesInstanceUID, orientation and Rows/Columns.
+/// Several images at one slice position are volumes of a 4-D series
+/// ([`super::volumes`]).
 #[derive(Debug, Clone)]
 pub struct DicomSeries {
     /// Stable id, unique within one scan (rules in the module documentation).
@@ -23,6 +25,8 @@ pub struct DicomSeries {
     /// file has a position and orientation, otherwise sorted by path.
     pub files: Vec<PathBuf>,
     pub(crate) images: Vec<ImageHeader>,
+    /// Files skipped because an earlier file (by path) has the same SOPInstanceUID.
+    pub duplicates: Vec<PathBuf>,
 }
 
 impl DicomSeries {
@@ -32,8 +36,21 @@ impl DicomSeries {
     }
 
     /// Number of 2-D images: files times frames (mosaic tiles are not counted).
+    /// For a 4-D series this counts the images of all volumes.
     pub fn image_count(&self) -> usize {
         self.images.iter().map(|h| h.frames).sum()
+    }
+
+    /// Number of volumes, from the headers: one per file for mosaics, one for a
+    /// multi-frame object, else the number of images at the first slice position.
+    pub fn volume_count(&self) -> usize {
+        if self.is_mosaic() {
+            self.images.len()
+        } else if self.is_multiframe() {
+            1
+        } else {
+            super::volumes::count(&self.images)
+        }
     }
 
     pub fn is_mosaic(&self) -> bool {
@@ -105,7 +122,6 @@ struct GridKey {
     orientation: Option<[i64; 6]>,
     rows: usize,
     columns: usize,
-    echo: Option<i64>,
 }
 
 fn grid_key(h: &ImageHeader) -> GridKey {
@@ -113,11 +129,22 @@ fn grid_key(h: &ImageHeader) -> GridKey {
         orientation: h.orientation.map(|o| o.map(|c| (c * 1e4).round() as i64)),
         rows: h.rows,
         columns: h.columns,
-        echo: h.echo_number,
     }
 }
 
-fn group_images(images: Vec<ImageHeader>) -> Vec<DicomSeries> {
+fn group_images(mut images: Vec<ImageHeader>) -> Vec<DicomSeries> {
+    // One image stored in several files (same SOPInstanceUID) is kept once, from the first path.
+    images.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut seen = HashSet::new();
+    let mut duplicates: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    images.retain(|h| match &h.sop_instance_uid {
+        Some(uid) if !seen.insert(uid.clone()) => {
+            duplicates.entry(h.series_uid.clone()).or_default().push(h.path.clone());
+            false
+        }
+        _ => true,
+    });
+
     // BTreeMap keeps series in UID order and sub-groups in key order: deterministic.
     let mut by_uid: BTreeMap<String, BTreeMap<GridKey, Vec<ImageHeader>>> = BTreeMap::new();
     for image in images {
@@ -131,16 +158,11 @@ fn group_images(images: Vec<ImageHeader>) -> Vec<DicomSeries> {
 
     let mut series = Vec::new();
     for (uid, groups) in by_uid {
-        let split_by_echo = groups.len() > 1 && echoes_differ(groups.keys());
         let parts = groups.len();
-        for (index, (key, mut images)) in groups.into_iter().enumerate() {
+        for (index, mut images) in groups.into_values().enumerate() {
             sort_along_normal(&mut images);
             let first = &images[0];
-            let part = match (parts > 1, split_by_echo, key.echo) {
-                (false, _, _) => None,
-                (true, true, Some(echo)) => Some(format!("echo{echo}")),
-                (true, _, _) => Some(format!("part{}", index + 1)),
-            };
+            let part = (parts > 1).then(|| format!("part{}", index + 1));
             series.push(Pending {
                 part,
                 series: DicomSeries {
@@ -152,19 +174,12 @@ fn group_images(images: Vec<ImageHeader>) -> Vec<DicomSeries> {
                     columns: first.columns,
                     files: images.iter().map(|h| h.path.clone()).collect(),
                     images,
+                    duplicates: if index == 0 { duplicates.remove(&uid).unwrap_or_default() } else { Vec::new() },
                 },
             });
         }
     }
     assign_ids(series)
-}
-
-fn echoes_differ<'a>(keys: impl Iterator<Item = &'a GridKey>) -> bool {
-    let keys: Vec<&GridKey> = keys.collect();
-    let echoes: HashSet<Option<i64>> = keys.iter().map(|k| k.echo).collect();
-    let grids: HashSet<(&Option<[i64; 6]>, usize, usize)> =
-        keys.iter().map(|k| (&k.orientation, k.rows, k.columns)).collect();
-    echoes.len() == keys.len() && grids.len() == 1
 }
 
 /// Orders images by their position along the slice normal (row cosine x column
