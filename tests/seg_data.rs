@@ -37,7 +37,7 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A file of the shared data folder, or `None` (with a note) when the folder is absent.
+/// Returns a file of the shared data folder, or `None` (with a note) when it is absent.
 fn shared(relative: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/data")
@@ -65,8 +65,8 @@ fn write_atlas_on_t1_grid(folder: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// The T1 template and the atlas on its grid as one in-memory case at 1 mm, loaded once
-/// for all tests of this file.
+/// Loads the T1 template and the atlas on its grid as one case at 1 mm, once for all
+/// tests of this file.
 fn mni_case() -> &'static Case {
     static CASE: OnceLock<Case> = OnceLock::new();
     CASE.get_or_init(|| {
@@ -446,8 +446,8 @@ fn forced_foreground_patch_contains_foreground() {
 
 #[test]
 fn random_patch_may_miss_foreground() {
-    // The brain fills a small part of the template's corners, so unforced patches of 16³
-    // land in background now and then, which forcing must prevent.
+    // The atlas labels only the cortex, so unforced 16³ patches land on background now and
+    // then, which the forced patches of the test above never do.
     let case = mni_case();
     let options = AugmentOptions::crop_only([16, 16, 16]);
     let mut rng = StdRng::seed_from_u64(3);

@@ -210,8 +210,8 @@ pub fn plan_patch(
     })
 }
 
-/// A value drawn uniformly from `[−magnitude, magnitude]`; 0 without drawing when the
-/// magnitude is 0, so disabled augmentations leave the RNG stream unchanged.
+/// Draws a value uniformly from `[−magnitude, magnitude]`. A zero magnitude returns 0
+/// without drawing, so disabled augmentations leave the RNG stream unchanged.
 fn symmetric(magnitude: f64, rng: &mut impl Rng) -> f64 {
     if magnitude > 0.0 {
         rng.random_range(-magnitude..=magnitude)
@@ -220,7 +220,7 @@ fn symmetric(magnitude: f64, rng: &mut impl Rng) -> f64 {
     }
 }
 
-/// A voxel `[i, j, k]` of a random present foreground class, or `None` without foreground.
+/// Picks a voxel `[i, j, k]` of a random present foreground class, or `None` without foreground.
 fn foreground_voxel(case: &Case, rng: &mut impl Rng) -> Option<[usize; 3]> {
     let classes = case.present_classes();
     if classes.is_empty() {
@@ -233,9 +233,9 @@ fn foreground_voxel(case: &Case, rng: &mut impl Rng) -> Option<[usize; 3]> {
     Some([flat / (nj * nk), (flat / nk) % nj, flat % nk])
 }
 
-/// Start of a patch of `size` around `voxel` on an axis of `n` voxels: centred on the
-/// voxel, then moved inside the case when the case is at least as long as the patch
-/// (the voxel stays inside), or centred on the case when it is shorter (padding).
+/// Computes the start of a patch of `size` around `voxel` on an axis of `n` voxels. The
+/// patch is centred on the voxel and moved inside the case, which keeps the voxel inside.
+/// On an axis shorter than the patch it is centred on the case instead (padding).
 fn start_around(voxel: usize, n: usize, size: usize) -> i64 {
     if n >= size {
         (voxel as i64 - size as i64 / 2).clamp(0, (n - size) as i64)
@@ -244,7 +244,7 @@ fn start_around(voxel: usize, n: usize, size: usize) -> i64 {
     }
 }
 
-/// Start of a patch drawn uniformly among the positions inside an axis of `n` voxels,
+/// Draws the start of a patch uniformly among the positions inside an axis of `n` voxels,
 /// or centred with padding when the axis is shorter than the patch.
 fn random_start(n: usize, size: usize, rng: &mut impl Rng) -> i64 {
     if n >= size {
