@@ -143,3 +143,18 @@ fn predict_rejects_roi_not_multiple_of_32() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--roi"));
 }
+
+#[test]
+fn predict_probabilities_are_one_4d_file() {
+    let Some(model) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = predict(&model, dir.path()).arg(scan()).arg("--probabilities").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = dir.path().join("mni152_2009a_t1_prob.nii.gz");
+    let header = prism::io::read_header(&path).unwrap();
+    assert_eq!(header.n_volumes(), 4);
+    let (input, _) = load_volume(&scan(), None).unwrap();
+    let (background, _) = load_volume(&path, Some(0)).unwrap();
+    assert_eq!(background.shape(), input.shape());
+    assert_eq!(background.affine, input.affine);
+}

@@ -27,7 +27,7 @@ use crate::cli::provenance::{record, sha256_file, write_sidecar};
 use crate::cli::resumable::{finish_sidecars, open_output, output_file, select_items, three};
 use crate::cli::output::RowSink;
 use crate::error::{Error, Result};
-use crate::io::{load_volume, write_volume, OutputDtype, WriteOptions};
+use crate::io::{load_volume, write_volume, write_volumes, OutputDtype, WriteOptions};
 use crate::model::SwinUnetr;
 use crate::preprocess::PreprocessOptions;
 use crate::seg::predict::{predict, PredictOptions, Prediction};
@@ -119,8 +119,9 @@ pub struct PredictArgs {
     #[arg(long, value_name = "MM", value_delimiter = ',')]
     pub spacing: Option<Vec<f64>>,
 
-    /// Also write {id}_probK.nii.gz, the float32 probability map of class K (0 = background).
-    /// Costs one float per class and voxel of memory, which the label map alone avoids
+    /// Also write {id}_prob.nii.gz: 4-D float32, volume K the probability of class K
+    /// (0 = background). Costs one float per class and voxel of memory, which the label map
+    /// alone avoids
     #[arg(long)]
     pub probabilities: bool,
 
@@ -304,10 +305,8 @@ impl PredictJob<'_> {
         let dtype = if self.classes <= 256 { OutputDtype::Uint8 } else { OutputDtype::Int16 };
         let options = WriteOptions { descrip: format!("{TOOL} labels"), ..WriteOptions::default() }.with_dtype(dtype);
         if let Some(maps) = &prediction.probabilities {
-            for (k, map) in maps.iter().enumerate() {
-                let path = self.args.out_dir.join(format!("{}_prob{k}.nii.gz", item.id));
-                write_volume(&path, map, &WriteOptions::default())?;
-            }
+            let path = self.args.out_dir.join(format!("{}_prob.nii.gz", item.id));
+            write_volumes(&path, maps, &WriteOptions::default())?;
         }
         if self.args.qc {
             let path = self.args.out_dir.join(format!("{}_qc.png", item.id));
