@@ -1,10 +1,11 @@
 //! Training checkpoints: the `last` and `best` state of a run in its output directory.
 //!
-//! A checkpoint is two files: `KIND-stepNNNNNNNN.safetensors` with the model variables
+//! A checkpoint is two files. `KIND-stepNNNNNNNN.safetensors` contains the model variables
 //! (`model.NAME`) and the optimizer moments (`optimizer.OPT.exp_avg.NAME`,
-//! `optimizer.OPT.exp_avg_sq.NAME`), and `KIND.json` with the step, elapsed time, per-parameter
-//! optimizer step counts, learning rates and schedules, the random source's state, the best
-//! result, the run's configuration, the tool's extra state and the name of the tensor file.
+//! `optimizer.OPT.exp_avg_sq.NAME`). `KIND.json` contains the step, the elapsed time, the
+//! optimizers' per-parameter step counts, learning rates and schedules, the random source's
+//! state, the best result, the run's configuration, the tool's extra state and the name of
+//! the tensor file.
 //!
 //! `KIND.json` is the commit point. A save writes the tensor file under a name no other file
 //! has, then replaces `KIND.json` by an atomic rename (each file written to a temporary file
@@ -34,7 +35,7 @@ const STEP_KEY: &str = "prism_train_step";
 /// Mismatches listed by name in a load error before the rest are counted.
 const LISTED_MISMATCHES: usize = 6;
 
-/// Which of the two checkpoints of a run.
+/// The two checkpoints of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointKind {
     /// The most recent state, for resuming.
@@ -57,7 +58,7 @@ impl CheckpointKind {
     }
 }
 
-/// What a loaded checkpoint carried besides the state it restored.
+/// Facts about a loaded checkpoint besides the state it restored.
 #[derive(Debug, Clone)]
 pub struct LoadedCheckpoint {
     /// The checkpoint's JSON file.
@@ -86,11 +87,11 @@ struct OptimizerJson {
     lr: f64,
     config: AdamWConfig,
     schedule: Option<WarmupCosine>,
-    /// Per-parameter step counts; they differ when some parameters missed gradients.
+    /// Per-parameter step counts, which differ when some parameters missed gradients.
     steps: BTreeMap<String, u64>,
 }
 
-/// A checkpoint whose files are written but not yet committed; see the module documentation.
+/// A checkpoint whose files are written but not yet committed (see the module documentation).
 /// Dropping it without [`PendingCheckpoint::commit`] removes the new tensor file and keeps the
 /// previous checkpoint.
 pub struct PendingCheckpoint {
@@ -238,8 +239,9 @@ fn moment_keys(optimizer: &str, param: &str) -> (String, String) {
 fn write_tensors(dir: &Path, kind: CheckpointKind, state: &TrainState) -> Result<PathBuf> {
     let tensors = checkpoint_tensors(state)?;
     let metadata = HashMap::from([(STEP_KEY.to_string(), state.step.to_string())]);
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
-        .map_err(|e| Error::file(dir, format!("failed to encode checkpoint tensors: {e}")))?;
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
+            .map_err(|e| Error::file(dir, format!("failed to encode checkpoint tensors: {e}")))?;
 
     let mut path = dir.join(format!("{}-step{:08}.safetensors", kind.name(), state.step));
     let mut temp = temp_file_beside(&path)?;
@@ -389,7 +391,10 @@ fn mismatches(
         };
         for param in named.optimizer.params() {
             if !saved.steps.contains_key(&param.name) {
-                problems.push(format!("missing step count of {} in optimizer {}", param.name, named.name));
+                problems.push(format!(
+                    "missing step count of {} in optimizer {}",
+                    param.name, named.name
+                ));
             }
             let (avg_key, sq_key) = moment_keys(&named.name, &param.name);
             let shape = (param.var.dims().to_vec(), param.var.dtype());
@@ -413,28 +418,37 @@ fn mismatches(
                 "{name} has shape {:?}, expected {dims:?}",
                 t.dims()
             )),
-            Some(t) if t.dtype() != *dtype => problems.push(format!(
-                "{name} is {:?}, expected {dtype:?}",
-                t.dtype()
-            )),
+            Some(t) if t.dtype() != *dtype => {
+                problems.push(format!("{name} is {:?}, expected {dtype:?}", t.dtype()))
+            }
             Some(_) => {}
         }
     }
-    let mut unexpected: Vec<&String> = tensors.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let mut unexpected: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
     unexpected.sort();
-    problems.extend(unexpected.into_iter().map(|name| format!("unexpected {name}")));
+    problems.extend(
+        unexpected
+            .into_iter()
+            .map(|name| format!("unexpected {name}")),
+    );
     problems
 }
 
 fn summarize(problems: &[String]) -> String {
     let mut text = problems[..problems.len().min(LISTED_MISMATCHES)].join("; ");
     if problems.len() > LISTED_MISMATCHES {
-        text.push_str(&format!("; and {} more", problems.len() - LISTED_MISMATCHES));
+        text.push_str(&format!(
+            "; and {} more",
+            problems.len() - LISTED_MISMATCHES
+        ));
     }
     text
 }
 
-/// Copies the checkpoint into `state`; [`mismatches`] has checked every name and shape.
+/// Copies the checkpoint into `state`, after [`mismatches`] has checked every name and shape.
 fn restore(
     state: &mut TrainState,
     json: &CheckpointJson,
@@ -456,9 +470,10 @@ fn restore(
             };
             params.insert(param.name.clone(), param_state);
         }
-        named
-            .optimizer
-            .import_state(&AdamWState { lr: saved.lr, params })?;
+        named.optimizer.import_state(&AdamWState {
+            lr: saved.lr,
+            params,
+        })?;
     }
 
     state.step = json.step;

@@ -165,10 +165,12 @@ fn rows_up_to(path: &Path, header: &[String], step: u64) -> Result<Vec<csv::Stri
     let mut kept = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| Error::file(path, format!("invalid log row: {e}")))?;
-        let row_step: u64 = record
-            .get(0)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::file(path, format!("invalid step in log row {:?}", record.as_slice())))?;
+        let row_step: u64 = record.get(0).and_then(|s| s.parse().ok()).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("invalid step in log row {:?}", record.as_slice()),
+            )
+        })?;
         if row_step <= step {
             kept.push(record);
         }
@@ -190,4 +192,3 @@ fn rewrite(path: &Path, header: &[String], rows: &[csv::StringRecord]) -> Result
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
-

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Hyper-parameters of [`AdamW`]; the defaults are torch's.
+/// Hyper-parameters of [`AdamW`], with torch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
     pub lr: f64,
@@ -174,7 +174,7 @@ impl AdamW {
     }
 
     /// Replaces the state with `state`, which must name exactly this optimizer's parameters
-    /// with moments of their shapes; otherwise nothing changes and the error lists every
+    /// with moments of their shapes. Otherwise nothing changes, and the error lists every
     /// mismatch.
     pub fn import_state(&mut self, state: &AdamWState) -> Result<()> {
         let problems = self.state_mismatches(state);
@@ -209,7 +209,10 @@ impl AdamW {
                 continue;
             };
             let dims = param.var.dims();
-            for (moment, tensor) in [("exp_avg", &saved.exp_avg), ("exp_avg_sq", &saved.exp_avg_sq)] {
+            for (moment, tensor) in [
+                ("exp_avg", &saved.exp_avg),
+                ("exp_avg_sq", &saved.exp_avg_sq),
+            ] {
                 if tensor.dims() != dims {
                     problems.push(format!(
                         "{}.{moment} has shape {:?}, expected {:?}",
@@ -239,7 +242,12 @@ fn zero_state(var: &Var) -> Result<ParamState> {
     })
 }
 
-fn update_param(config: &AdamWConfig, param: &Param, state: &mut ParamState, grad: &Tensor) -> Result<()> {
+fn update_param(
+    config: &AdamWConfig,
+    param: &Param,
+    state: &mut ParamState,
+    grad: &Tensor,
+) -> Result<()> {
     let AdamWConfig {
         lr,
         beta1,
@@ -256,7 +264,8 @@ fn update_param(config: &AdamWConfig, param: &Param, state: &mut ParamState, gra
 
     // torch's lerp_ with a weight below 0.5 computes self + weight·(end − self).
     let exp_avg = (&state.exp_avg + (grad - &state.exp_avg)?.affine(1.0 - beta1, 0.0)?)?;
-    let exp_avg_sq = (state.exp_avg_sq.affine(beta2, 0.0)? + (grad.affine(1.0 - beta2, 0.0)? * grad)?)?;
+    let exp_avg_sq =
+        (state.exp_avg_sq.affine(beta2, 0.0)? + (grad.affine(1.0 - beta2, 0.0)? * grad)?)?;
 
     // Python evaluates these with float ** float, that is C pow().
     let step = state.step as f64;
@@ -264,7 +273,10 @@ fn update_param(config: &AdamWConfig, param: &Param, state: &mut ParamState, gra
     let bias_correction2_sqrt = (1.0 - beta2.powf(step)).powf(0.5);
 
     let divisor = Tensor::new(bias_correction2_sqrt, grad.device())?.to_dtype(grad.dtype())?;
-    let denom = exp_avg_sq.sqrt()?.broadcast_div(&divisor)?.affine(1.0, eps)?;
+    let denom = exp_avg_sq
+        .sqrt()?
+        .broadcast_div(&divisor)?
+        .affine(1.0, eps)?;
     let updated = (value + (exp_avg.affine(-step_size, 0.0)? / denom)?)?;
 
     param.var.set(&updated)?;

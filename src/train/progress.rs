@@ -78,7 +78,7 @@ impl StepProgress {
                 bar.set_message(values);
             }
             Display::Lines(_) => {
-                if step % self.every == 0 || step == self.max_steps {
+                if step.is_multiple_of(self.every) || step == self.max_steps {
                     let rate = self.seconds_per_step(step);
                     let line = format!(
                         "{}: step {step}/{} {values} ({rate:.3} s/step)",
@@ -137,8 +137,12 @@ impl StepProgress {
 }
 
 fn format_values(losses: &BTreeMap<String, f64>, lrs: &BTreeMap<String, f64>) -> String {
-    let losses = losses.iter().map(|(name, value)| format!("loss.{name}={value:.4}"));
-    let lrs = lrs.iter().map(|(name, value)| format!("lr.{name}={value:.3e}"));
+    let losses = losses
+        .iter()
+        .map(|(name, value)| format!("loss.{name}={value:.4}"));
+    let lrs = lrs
+        .iter()
+        .map(|(name, value)| format!("lr.{name}={value:.3e}"));
     losses.chain(lrs).collect::<Vec<_>>().join(" ")
 }
 

@@ -2,8 +2,8 @@
 //!
 //! [`TrainRng`] is a ChaCha8 stream (rand_chacha 0.9) drawn from in order by the training loop.
 //! Work spread over threads (loading and augmenting the items of a batch) takes its randomness
-//! from [`TrainRng::item_rng`] instead: an independent stream determined by (seed, step, item)
-//! alone, so the results do not depend on which thread runs first or how many threads there are.
+//! from [`TrainRng::item_rng`] instead. That is an independent stream determined by (seed,
+//! step, item) alone, so the results do not depend on the order or number of threads.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

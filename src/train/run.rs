@@ -1,7 +1,7 @@
-//! The training loop shared by the tools: it calls the tool's step and validation closures,
-//! applies learning-rate schedules, writes the log, keeps the `last` and `best` checkpoints,
-//! resumes from `last`, and stops at `max_steps`, at `max_time` or on a stop signal. It knows
-//! nothing of what the model is or what the losses mean.
+//! The training loop shared by the tools. It calls the tool's step and validation closures,
+//! applies learning-rate schedules, writes the log and keeps the `last` and `best`
+//! checkpoints. It resumes from `last` and stops at `max_steps`, at `max_time` or on a stop
+//! signal. Nothing in it depends on what the model is or what the losses mean.
 //!
 //! One iteration: apply schedules → step closure (forward, backward, optimizer steps) →
 //! `state.step += 1` → validation if due → log row → `best` checkpoint if the metric improved
@@ -66,7 +66,7 @@ pub struct RunConfig {
     pub config: serde_json::Value,
 }
 
-/// Why a run stopped.
+/// The cause that stopped a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     MaxSteps,
@@ -115,7 +115,8 @@ where
     V: FnMut(&mut TrainState) -> Result<Metrics>,
 {
     let mut log = open_run(config, state, progress)?;
-    let mut saved_step = checkpoint::exists(&config.dir, CheckpointKind::Last).then_some(state.step);
+    let mut saved_step =
+        checkpoint::exists(&config.dir, CheckpointKind::Last).then_some(state.step);
 
     let session_start = Instant::now();
     let elapsed_before = state.elapsed_s;
@@ -170,7 +171,11 @@ where
 }
 
 /// Creates the run directory, resumes from `last` if asked, and opens the log.
-fn open_run(config: &RunConfig, state: &mut TrainState, progress: &mut StepProgress) -> Result<TrainLog> {
+fn open_run(
+    config: &RunConfig,
+    state: &mut TrainState,
+    progress: &mut StepProgress,
+) -> Result<TrainLog> {
     fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
     let columns = LogColumns {
         optimizers: state.optimizers.iter().map(|o| o.name.clone()).collect(),
@@ -193,14 +198,23 @@ fn open_run(config: &RunConfig, state: &mut TrainState, progress: &mut StepProgr
     let Some(loaded) = checkpoint::load(&config.dir, CheckpointKind::Last, state)? else {
         return TrainLog::create(&log_path, columns);
     };
-    progress.info(&format!("resumed from {} at step {}", loaded.path.display(), loaded.step));
+    progress.info(&format!(
+        "resumed from {} at step {}",
+        loaded.path.display(),
+        loaded.step
+    ));
     if loaded.config != config.config {
         progress.warn("the configuration differs from the one saved in the checkpoint; continuing with the new one");
     }
     TrainLog::resume(&log_path, columns, loaded.step)
 }
 
-fn stop_reason(config: &RunConfig, stop: &StopSignal, step: u64, session_start: Instant) -> Option<StopReason> {
+fn stop_reason(
+    config: &RunConfig,
+    stop: &StopSignal,
+    step: u64,
+    session_start: Instant,
+) -> Option<StopReason> {
     if step >= config.max_steps {
         return Some(StopReason::MaxSteps);
     }
@@ -214,11 +228,11 @@ fn stop_reason(config: &RunConfig, stop: &StopSignal, step: u64, session_start: 
 }
 
 fn is_due(step: u64, every: u64) -> bool {
-    every > 0 && step % every == 0
+    every > 0 && step.is_multiple_of(every)
 }
 
-/// Fails on a NaN or infinite loss, because the update it came with has spoiled the weights;
-/// the `last` checkpoint on disk is from before it.
+/// Fails on a NaN or infinite loss, because the update it came with has spoiled the weights.
+/// The `last` checkpoint on disk is from before that update.
 fn reject_non_finite(losses: &Losses, step: u64) -> Result<()> {
     match losses.iter().find(|(_, value)| !value.is_finite()) {
         Some((name, value)) => Err(Error::invalid(format!(
@@ -260,7 +274,12 @@ fn update_best(
             step: state.step,
         });
         let path = checkpoint::save(&config.dir, CheckpointKind::Best, state, &config.config)?;
-        progress.info(&format!("{} = {value} at step {}: saved {}", best.name, state.step, path.display()));
+        progress.info(&format!(
+            "{} = {value} at step {}: saved {}",
+            best.name,
+            state.step,
+            path.display()
+        ));
     }
     Ok(())
 }

@@ -32,7 +32,10 @@ impl WarmupCosine {
                 "warm-up of {warmup_steps} steps is longer than the run of {total_steps} steps; shorten the warm-up"
             )));
         }
-        for (name, value) in [("base learning rate", base_lr), ("minimum learning rate", min_lr)] {
+        for (name, value) in [
+            ("base learning rate", base_lr),
+            ("minimum learning rate", min_lr),
+        ] {
             if !value.is_finite() || value < 0.0 {
                 return Err(Error::invalid(format!(
                     "{name} {value} is invalid; expected a finite value >= 0"

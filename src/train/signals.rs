@@ -35,8 +35,8 @@ impl StopSignal {
             handlers: Vec::new(),
         };
 
-        // The shutdown action goes first, so it sees the flag the first SIGINT has set
-        // only when a second one arrives.
+        // The shutdown action is registered first, so it reads the flag before this SIGINT
+        // sets it and exits only on a second SIGINT.
         let forced = signal_hook::flag::register_conditional_shutdown(
             SIGINT,
             SECOND_INTERRUPT_STATUS,
@@ -103,5 +103,7 @@ fn stop_signals() -> Vec<i32> {
 }
 
 fn install_error(error: std::io::Error) -> Error {
-    Error::invalid(format!("failed to install the stop-signal handlers: {error}"))
+    Error::invalid(format!(
+        "failed to install the stop-signal handlers: {error}"
+    ))
 }

@@ -52,7 +52,10 @@ impl TrainState {
         optimizers: Vec<NamedOptimizer>,
         seed: u64,
     ) -> Result<TrainState> {
-        reject_duplicates("model variable", model.iter().map(|(name, _)| name.as_str()))?;
+        reject_duplicates(
+            "model variable",
+            model.iter().map(|(name, _)| name.as_str()),
+        )?;
         reject_duplicates("optimizer", optimizers.iter().map(|o| o.name.as_str()))?;
         Ok(TrainState {
             step: 0,
@@ -94,7 +97,10 @@ impl TrainState {
 
 /// Lists the variables of `varmap` by name, sorted, for [`TrainState::new`].
 pub fn named_vars(varmap: &VarMap) -> Vec<(String, Var)> {
-    let data = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let data = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars

@@ -6,8 +6,8 @@ Run from the repository root with a Python that has torch, monai and safetensors
 Made with torch 2.15.0 and MONAI 1.4.0 (CPU).
 
 Contents, for each dtype D in (f32, f64):
-- `adamw.D.init.NAME`: initial parameters; `adamw.D.grad.NAME.K`: the gradient of NAME at step K
-  (absent when NAME gets no gradient at that step, which torch skips without counting a step);
+- `adamw.D.init.NAME`: initial parameters. `adamw.D.grad.NAME.K`: the gradient of NAME at step K,
+  absent when NAME gets no gradient at that step (torch then skips NAME without counting a step).
   `adamw.D.lr`: the learning rate of each step.
 - `adamw.D.final.NAME`, `adamw.D.exp_avg.NAME`, `adamw.D.exp_avg_sq.NAME`, `adamw.D.step.NAME`:
   parameters and optimizer state after all steps.
