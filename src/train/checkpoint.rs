@@ -236,6 +236,8 @@ fn moment_keys(optimizer: &str, param: &str) -> (String, String) {
 }
 
 /// Writes the tensor file under a fresh name and returns its path.
+// NOTE: the file is encoded in memory first, so a save briefly needs the checkpoint's size
+// (12 bytes per f32 parameter: value and two moments) in host memory on top of the model.
 fn write_tensors(dir: &Path, kind: CheckpointKind, state: &TrainState) -> Result<PathBuf> {
     let tensors = checkpoint_tensors(state)?;
     let metadata = HashMap::from([(STEP_KEY.to_string(), state.step.to_string())]);
@@ -308,7 +310,8 @@ pub fn exists(dir: &Path, kind: CheckpointKind) -> bool {
 ///
 /// Every model variable and optimizer moment must be in the file with the shape and dtype of
 /// `state`, and the file must hold nothing else. Otherwise `state` is left unchanged and the
-/// error, one line naming the file, lists the mismatches.
+/// error, one line naming the file, lists the mismatches. The optimizers' hyper-parameters and
+/// schedules stay those of `state`, because the JSON's copies only record what the run used.
 pub fn load(
     dir: &Path,
     kind: CheckpointKind,
