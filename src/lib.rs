@@ -8,6 +8,7 @@
 //! - [`ops`]: differentiable 3-D tensor operations candle lacks (convolution, norms).
 //! - [`model`]: the networks (PRISM's Swin encoder, SwinUNETR).
 //! - [`seg`]: segmentation (sliding-window inference, prediction on whole scans).
+//! - [`train`]: optimizers, schedules, checkpoints and the loop shared by the training tools.
 //! - [`weights`]: checkpoint loading and conversion.
 //! - [`device`]: compute device selection.
 //! - [`cli`]: inputs, sharding, resumable outputs, progress and exit codes for the tools.
@@ -27,4 +28,5 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod seg;
+pub mod train;
 pub mod weights;

@@ -34,7 +34,7 @@ pub use progress::Summary;
 /// | 0 | success: every selected input was processed or skipped (already in the output file), or the reader of stdout closed the pipe |
 /// | 1 | one or more inputs failed; with `--keep-going` the others were completed, without it the run stopped at the first failure |
 /// | 2 | invalid usage or configuration: bad arguments, missing weights, an unusable output file; clap's own usage errors also exit 2 |
-/// | 3 | the run was stopped with work left undone (interrupted by a signal); reserved, no code path returns it yet |
+/// | 3 | the run was stopped with work left undone: a training run stopped by a signal (SIGTERM, SIGUSR1, SIGINT) or by its time limit exits 3 after saving its checkpoint, so a job script can requeue it (a second SIGINT during that save ends the process at once with status 130) |
 ///
 /// `--help` and `--version` exit 0 through clap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
