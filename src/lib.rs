@@ -25,4 +25,5 @@ pub mod io;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod seg;
 pub mod weights;

@@ -20,6 +20,7 @@ pub mod inputs;
 pub mod output;
 pub mod progress;
 pub mod provenance;
+pub mod seg_eval;
 pub mod shard;
 pub mod weights_cmd;
 
