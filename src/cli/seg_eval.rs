@@ -1,13 +1,15 @@
 //! `prism-seg eval`: predicted label maps against reference label maps, one CSV
 //! row per case and label (metrics defined in [`crate::seg::metrics`]).
 //!
-//! Pairing follows nnU-Net v2's `evaluate_folder`: a prediction and a reference
-//! belong together when their file names match. Here the name is compared without
-//! `.nii`/`.nii.gz`, so `x.nii` pairs with `x.nii.gz`. Directories are listed
-//! without recursion and hidden files are skipped. Two files given directly form
-//! one case whatever their names. A prediction without a reference is reported
-//! and left out. A reference without a prediction is a failed case, because its
-//! metrics are missing from the output.
+//! Pairing follows nnU-Net v2's `compute_metrics_on_folder`: a prediction and a
+//! reference belong together when their file names match, and directories are
+//! listed without recursion. Here the name is compared without `.nii`/`.nii.gz`,
+//! so `x.nii` pairs with `x.nii.gz`, and hidden files are skipped. Two files
+//! given directly form one case whatever their names. nnU-Net stops when a
+//! prediction has no reference and ignores references without a prediction.
+//! Here a prediction without a reference is reported and left out, and a
+//! reference without a prediction is a failed case, because its metrics are
+//! missing from the output.
 //!
 //! Each case must have equal shapes and affines (within [`AFFINE_TOLERANCE_MM`])
 //! in both files, and integer voxel values. A case that fails stops the run
@@ -120,7 +122,7 @@ const LONG_ABOUT: &str = "\
 Evaluate predicted label maps against reference label maps.
 
 Predictions pair with references by file name (without .nii/.nii.gz), as in
-nnU-Net's evaluate_folder. For each case and each non-zero label the CSV gets
+nnU-Net's compute_metrics_on_folder. For each case and each non-zero label the CSV gets
 one row: Dice, the 95th-percentile symmetric Hausdorff distance in mm (MONAI
 1.4.0's definition: surface voxels, exact Euclidean distances with the voxel
 spacing, 95th percentile of each direction, the larger of the two), volumes in

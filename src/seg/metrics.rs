@@ -9,9 +9,9 @@
 //! HD95 follows MONAI 1.4.0's
 //! `compute_hausdorff_distance(percentile=95, directed=False, spacing=...)`:
 //! - the surface of a mask is the mask minus its erosion by the 6-connected cross,
-//!   with everything outside the image counting as background (MONAI's
-//!   `get_mask_edges(crop=True)`, which pads a 1-voxel margin and calls scipy's
-//!   `binary_erosion`), so mask voxels on the image border are surface voxels;
+//!   with everything outside the image counting as background. MONAI's
+//!   `get_mask_edges(crop=True)` does this by padding a 1-voxel margin and calling
+//!   scipy's `binary_erosion`, so mask voxels on the image border are surface voxels;
 //! - the distance from each surface voxel of one mask to the nearest surface
 //!   voxel of the other is exact Euclidean in mm, from the separable distance
 //!   transform of Felzenszwalb and Huttenlocher (lower envelopes of parabolas),
