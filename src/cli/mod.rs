@@ -22,6 +22,7 @@ pub mod progress;
 pub mod provenance;
 pub mod resumable;
 pub mod seg_cmd;
+pub mod seg_eval;
 pub mod shard;
 pub mod weights_cmd;
 

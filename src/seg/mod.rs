@@ -1,5 +1,5 @@
 //! Segmentation with PRISM's SwinUNETR: inference on whole scans, the data and loss for
-//! fine-tuning, and quality-control pictures.
+//! fine-tuning, evaluation metrics, and quality-control pictures.
 //!
 //! - [`sliding`]: MONAI-style sliding-window inference with Gaussian blending, streamed slab
 //!   by slab so memory stays bounded.
@@ -10,10 +10,12 @@
 //! - [`augment`]: random patches (foreground-forced, flipped, rotated and scaled,
 //!   intensity-jittered) and their assembly into candle batches.
 //! - [`loss`]: MONAI's DiceCE loss, differentiable in candle.
+//! - [`metrics`]: Dice, HD95 and volume differences between label maps.
 
 pub mod augment;
 pub mod dataset;
 pub mod loss;
+pub mod metrics;
 pub mod predict;
 pub mod qc;
 pub mod sliding;
