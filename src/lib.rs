@@ -11,6 +11,7 @@
 //! - [`train`]: optimizers, schedules, checkpoints and the loop shared by the training tools.
 //! - [`weights`]: checkpoint loading and conversion.
 //! - [`device`]: compute device selection.
+//! - [`alloc`]: the memory allocator every binary uses.
 //! - [`cli`]: inputs, sharding, resumable outputs, progress and exit codes for the tools.
 
 pub mod error;
@@ -20,6 +21,7 @@ pub mod volume;
 pub use error::{Error, Result};
 pub use geometry::Affine;
 pub use volume::Volume;
+pub mod alloc;
 pub mod cli;
 pub mod device;
 pub mod embed;

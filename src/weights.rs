@@ -226,11 +226,18 @@ pub fn convert_to_safetensors(input: &Path, output: &Path) -> Result<SwinConfig>
         .filter(|(k, _)| !k.ends_with("relative_position_index"))
         .collect();
 
+    write_safetensors(&kept, output)?;
+    Ok(cfg)
+}
+
+/// Writes `tensors` to `output` as safetensors, atomically (temporary file beside it, then
+/// rename).
+pub fn write_safetensors(tensors: &HashMap<String, Tensor>, output: &Path) -> Result<()> {
     // Serialized in memory and written through our own temporary file: the
     // safetensors crate's file writer makes a 0600 temporary of its own.
-    let bytes = safetensors::serialize(&kept, None).map_err(|e| Error::file(output, e.to_string()))?;
+    let bytes = safetensors::serialize(tensors, None).map_err(|e| Error::file(output, e.to_string()))?;
     let mut tmp = crate::io::atomic::temp_file_beside(output)?;
     tmp.write_all(&bytes).and_then(|_| tmp.as_file().sync_all()).map_err(|e| Error::io(output, e))?;
     tmp.persist(output).map_err(|e| Error::io(output, e.error))?;
-    Ok(cfg)
+    Ok(())
 }

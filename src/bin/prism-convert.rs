@@ -9,6 +9,7 @@ use prism::cli::progress::Reporter;
 use prism::cli::Exit;
 
 fn main() -> ExitCode {
+    prism::alloc::retain_freed_memory();
     let cli = ConvertCli::parse();
     let mut reporter = Reporter::new(TOOL, cli.quiet);
     let result = convert_cmd::run(&cli, &mut reporter);

@@ -9,6 +9,7 @@ use prism::cli::progress::Reporter;
 use prism::cli::{args::configure_threads, Exit};
 
 fn main() -> ExitCode {
+    prism::alloc::retain_freed_memory();
     let cli = EmbedCli::parse();
     let mut reporter = Reporter::new(TOOL, cli.batch.quiet);
     if let Err(e) = configure_threads(embed_cmd::threads(&cli)) {

@@ -9,6 +9,7 @@ use prism::cli::seg_cmd::{self, SegCli, TOOL};
 use prism::cli::{args::configure_threads, Exit};
 
 fn main() -> ExitCode {
+    prism::alloc::retain_freed_memory();
     let cli = SegCli::parse();
     let mut reporter = Reporter::new(TOOL, cli.quiet());
     if let Err(e) = configure_threads(cli.threads()) {
@@ -16,9 +17,11 @@ fn main() -> ExitCode {
         return Exit::Usage.into();
     }
 
-    let result = seg_cmd::run(&cli, &mut reporter);
-    if let Err(e) = &result {
-        reporter.error(&e.to_string());
+    match seg_cmd::run(&cli, &mut reporter) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            reporter.error(&e.to_string());
+            Exit::Usage.into()
+        }
     }
-    Exit::from_result(&result).into()
 }

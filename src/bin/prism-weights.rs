@@ -7,6 +7,7 @@ use prism::cli::weights_cmd::{self, WeightsCli, TOOL};
 use prism::cli::Exit;
 
 fn main() -> ExitCode {
+    prism::alloc::retain_freed_memory();
     let cli = WeightsCli::parse();
     match weights_cmd::run(&cli) {
         Ok(line) => {

@@ -72,7 +72,7 @@ fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
     text.parse().map_err(|e: Error| e.to_string())
 }
 
-fn parse_device_spec(text: &str) -> std::result::Result<DeviceSpec, String> {
+pub fn parse_device_spec(text: &str) -> std::result::Result<DeviceSpec, String> {
     text.parse().map_err(|e: Error| e.to_string())
 }
 

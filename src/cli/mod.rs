@@ -23,6 +23,7 @@ pub mod provenance;
 pub mod resumable;
 pub mod seg_cmd;
 pub mod seg_eval;
+pub mod seg_train;
 pub mod shard;
 pub mod weights_cmd;
 

@@ -1,5 +1,5 @@
 //! `prism-seg`: segmentation with a fine-tuned SwinUNETR. The `predict` verb lives here; `train`
-//! and `eval` have their own modules.
+//! ([`crate::cli::seg_train`]) and `eval` ([`crate::cli::seg_eval`]) have their own modules.
 //!
 //! `prism-seg predict` writes one label map per scan into `--out-dir` (named `{id}.nii.gz`, on
 //! the scan's own grid: same shape and affine) and one CSV row per scan of label volumes in mm³.
@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::cli::args::BatchArgs;
+use crate::cli::seg_eval::EvalArgs;
+use crate::cli::seg_train::{run_train, TrainArgs};
+use crate::cli::Exit;
 use crate::cli::batch::run_batch;
 use crate::cli::embed_cmd::PreprocessMode;
 use crate::cli::inputs::{load_input, InputItem};
@@ -57,6 +60,10 @@ pub struct SegCli {
 pub enum SegCommand {
     /// Write a label map per scan and a CSV of label volumes
     Predict(PredictArgs),
+    /// Fine-tune SwinUNETR on labelled scans
+    Train(TrainArgs),
+    /// Score label maps against reference label maps (Dice, HD95, volumes)
+    Eval(EvalArgs),
 }
 
 impl SegCli {
@@ -64,20 +71,27 @@ impl SegCli {
     pub fn threads(&self) -> Option<NonZeroUsize> {
         match &self.command {
             SegCommand::Predict(p) => p.batch.threads,
+            SegCommand::Train(t) => t.threads,
+            SegCommand::Eval(e) => e.threads,
         }
     }
 
     pub fn quiet(&self) -> bool {
         match &self.command {
             SegCommand::Predict(p) => p.batch.quiet,
+            SegCommand::Train(t) => t.quiet,
+            SegCommand::Eval(e) => e.quiet,
         }
     }
 }
 
-/// Runs the chosen verb.
-pub fn run(cli: &SegCli, reporter: &mut Reporter) -> Result<Summary> {
+/// Runs the chosen verb and returns the exit code of a run that got going; `Err` is a failure
+/// before that (arguments, model, data, output), which exits 2.
+pub fn run(cli: &SegCli, reporter: &mut Reporter) -> Result<Exit> {
     match &cli.command {
-        SegCommand::Predict(args) => run_predict(args, reporter),
+        SegCommand::Predict(args) => run_predict(args, reporter).map(|s| Exit::from_summary(&s)),
+        SegCommand::Train(args) => run_train(args),
+        SegCommand::Eval(args) => crate::cli::seg_eval::run(args, reporter).map(|s| Exit::from_summary(&s)),
     }
 }
 

@@ -59,3 +59,12 @@ pub fn reject_output_over_input(output: &Path, inputs: &[&Path]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes `text` to `path` atomically: a temporary file beside it, synced, then renamed.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = temp_file_beside(path)?;
+    tmp.write_all(text.as_bytes()).and_then(|_| tmp.as_file().sync_all()).map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}

@@ -11,6 +11,7 @@
 //!   intensity-jittered) and their assembly into candle batches.
 //! - [`loss`]: MONAI's DiceCE loss, differentiable in candle.
 //! - [`metrics`]: Dice, HD95 and volume differences between label maps.
+//! - [`train`]: the trainable network, one DiceCE step, validation Dice and the export.
 
 pub mod augment;
 pub mod dataset;
@@ -19,3 +20,4 @@ pub mod metrics;
 pub mod predict;
 pub mod qc;
 pub mod sliding;
+pub mod train;

@@ -1,0 +1,259 @@
+//! Fine-tuning SwinUNETR: the trainable network (from a whole SwinUNETR, from a PRISM encoder
+//! with a fresh decoder, or from scratch), which parameters train, one DiceCE step, validation
+//! Dice, and the export `prism-seg predict` loads.
+//!
+//! The loop itself (schedules, checkpoints, resume, signals, log) is [`crate::train::run`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::Rng;
+
+use super::augment::{sample_batch, AugmentOptions};
+use super::dataset::Case;
+use super::loss::{dice_ce_loss_with, DiceCeOptions};
+use super::metrics::evaluate_labels;
+use super::sliding::{self, SlidingWindow};
+use crate::error::{Error, Result};
+use crate::model::{SwinUnetr, SwinUnetrConfig};
+use crate::train::{AdamW, Losses};
+use crate::weights::{Checkpoint, SEG_HEAD_WEIGHT};
+
+/// Prefix of the encoder's tensors inside a SwinUNETR state dict.
+const ENCODER: &str = "swinViT.";
+
+/// Where the starting weights come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init<'a> {
+    /// Every tensor drawn as PyTorch initializes a fresh module.
+    Scratch,
+    /// A checkpoint: a whole SwinUNETR (every tensor is taken) or a PRISM encoder (the encoder
+    /// is taken, decoder and output head start fresh).
+    Checkpoint(&'a Path),
+}
+
+/// Which parameters the optimizer updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freeze {
+    /// Train everything.
+    None,
+    /// Keep the patch embedding and the first N of the four encoder stages fixed.
+    Stages(usize),
+    /// Keep the whole encoder fixed; train the decoder and output head.
+    Encoder,
+}
+
+impl Freeze {
+    /// Whether the tensor `name` (state-dict naming) stays fixed.
+    pub fn is_frozen(self, name: &str) -> bool {
+        let Some(rest) = name.strip_prefix(ENCODER) else { return false };
+        match self {
+            Freeze::None => false,
+            Freeze::Encoder => true,
+            Freeze::Stages(n) => {
+                rest.starts_with("patch_embed.")
+                    || (1..=n).any(|s| rest.starts_with(&format!("layers{s}.")) || rest.starts_with(&format!("layers{s}c.")))
+            }
+        }
+    }
+}
+
+/// A SwinUNETR whose tensors are variables of `varmap`, so candle records gradients for them.
+pub struct Trainable {
+    pub net: SwinUnetr,
+    pub varmap: VarMap,
+    /// How many tensors came from the checkpoint (0 from scratch).
+    pub loaded: usize,
+}
+
+/// Builds the trainable network. `config` gives the shape when starting from scratch or from an
+/// encoder (its encoder part must then match the checkpoint's, see
+/// [`crate::weights::infer_swin_config`]); a whole SwinUNETR checkpoint brings its own.
+pub fn build(config: &SwinUnetrConfig, init: Init<'_>, device: &Device, rng: &mut impl Rng) -> Result<Trainable> {
+    let varmap = VarMap::new();
+    let net = SwinUnetr::load(config, VarBuilder::from_varmap(&varmap, DType::F32, device))
+        .map_err(|e| Error::invalid(format!("cannot build the SwinUNETR: {e}")))?;
+
+    let start = match init {
+        Init::Scratch => HashMap::new(),
+        Init::Checkpoint(path) => starting_tensors(path)?,
+    };
+    let vars = crate::train::named_vars(&varmap);
+    let weight_dims: HashMap<String, Vec<usize>> = vars.iter().map(|(n, v)| (n.clone(), v.dims().to_vec())).collect();
+    let mut loaded = 0;
+    for (name, var) in vars {
+        let value = match start.get(&name) {
+            Some(t) => {
+                loaded += 1;
+                check_shape(&name, t, &var, init)?;
+                t.to_dtype(DType::F32)?.to_device(device)?
+            }
+            None => fresh_tensor(&name, var.dims(), &weight_dims, device, rng)?,
+        };
+        var.set(&value)?;
+    }
+    Ok(Trainable { net, varmap, loaded })
+}
+
+/// The tensors a checkpoint provides, in SwinUNETR state-dict naming.
+fn starting_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let checkpoint = Checkpoint::read(path)?;
+    if checkpoint.has_segmentation_head() {
+        return Ok(checkpoint.unwrapped());
+    }
+    let encoder = checkpoint.encoder_tensors(path)?;
+    Ok(encoder.into_iter().map(|(k, v)| (format!("{ENCODER}{k}"), v)).collect())
+}
+
+fn check_shape(name: &str, t: &Tensor, var: &Var, init: Init<'_>) -> Result<()> {
+    if t.dims() == var.dims() {
+        return Ok(());
+    }
+    let source = match init {
+        Init::Checkpoint(p) => p.display().to_string(),
+        Init::Scratch => String::new(),
+    };
+    Err(Error::invalid(format!(
+        "{source}: tensor `{name}` has shape {:?}, the network needs {:?}; the checkpoint was made for \
+         another feature size, class count or number of input channels",
+        t.dims(),
+        var.dims()
+    )))
+}
+
+/// PyTorch's default initialization for a tensor named as in MONAI's modules: weights of
+/// convolutions and linear layers uniform in ±1/√fan_in (kaiming_uniform with a = √5), their
+/// biases likewise, layer-norm weights 1 and biases 0, and the Swin relative-position tables
+/// N(0, 0.02²) as MONAI's `trunc_normal_(std=0.02)` (truncation at ±2 is beyond 100σ).
+fn fresh_tensor(
+    name: &str,
+    dims: &[usize],
+    weight_dims: &HashMap<String, Vec<usize>>,
+    device: &Device,
+    rng: &mut impl Rng,
+) -> Result<Tensor> {
+    let n: usize = dims.iter().product();
+    let values: Vec<f32> = if name.ends_with("relative_position_bias_table") {
+        (0..n).map(|_| normal(rng) * 0.02).collect()
+    } else if dims.len() >= 2 {
+        let bound = 1.0 / (fan_in(dims) as f32).sqrt();
+        (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+    } else if name.contains("norm") {
+        vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; n]
+    } else {
+        // Biases of convolutions and linear layers: ±1/√fan_in of their weight.
+        let weight = name.strip_suffix("bias").map(|stem| format!("{stem}weight"));
+        let bound = match weight.and_then(|w| weight_dims.get(&w)) {
+            Some(w) => 1.0 / (fan_in(w) as f32).sqrt(),
+            None => 0.0,
+        };
+        (0..n).map(|_| if bound > 0.0 { rng.random_range(-bound..bound) } else { 0.0 }).collect()
+    };
+    Ok(Tensor::from_vec(values, dims, device)?)
+}
+
+/// PyTorch's fan-in of a weight: dim 1 times the kernel size. For a transposed convolution,
+/// stored [in, out, k…], that is the output channels, as PyTorch computes it.
+fn fan_in(dims: &[usize]) -> usize {
+    dims.get(1).copied().unwrap_or(1) * dims[2.min(dims.len())..].iter().product::<usize>()
+}
+
+/// One standard-normal draw (Box–Muller).
+fn normal(rng: &mut impl Rng) -> f32 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Runs one optimization step on a fresh batch and returns the loss terms.
+pub fn train_step(
+    net: &SwinUnetr,
+    optimizer: &mut AdamW,
+    cases: &[Case],
+    batch_size: usize,
+    augment: &AugmentOptions,
+    rng: &mut impl Rng,
+    device: &Device,
+) -> Result<Losses> {
+    let batch = sample_batch(cases, batch_size, augment, rng, device)?;
+    let logits = net.forward(&batch.images)?;
+    let loss = dice_ce_loss_with(&logits, &batch.labels, &DiceCeOptions::default())?;
+    let grads = loss.total.backward()?;
+    optimizer.step(&grads)?;
+
+    let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+    Ok(Losses::from([
+        ("total".to_string(), scalar(&loss.total)?),
+        ("dice".to_string(), scalar(&loss.dice)?),
+        ("ce".to_string(), scalar(&loss.cross_entropy)?),
+    ]))
+}
+
+/// The network with its variables' current values as plain tensors: inference through it
+/// records no gradient graph and takes the fused kernels.
+pub fn frozen_copy(trainable: &Trainable, device: &Device) -> Result<SwinUnetr> {
+    let tensors: HashMap<String, Tensor> = crate::train::named_vars(&trainable.varmap)
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().detach()))
+        .collect();
+    let config = trainable.net.config().clone();
+    Ok(SwinUnetr::load(&config, VarBuilder::from_tensors(tensors, DType::F32, device))?)
+}
+
+/// Mean foreground Dice of `net` over whole validation cases (sliding windows of `roi`, overlap
+/// 0.5), each class weighted equally; classes absent from both prediction and reference count
+/// as 1, as in [`evaluate_labels`].
+pub fn validation_dice(net: &SwinUnetr, cases: &[Case], roi: [usize; 3], device: &Device) -> Result<f64> {
+    let window = SlidingWindow { roi, overlap: 0.5, mirror: false };
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for case in cases {
+        let predicted = predict_case(net, case, &window, device)?;
+        let reference = case.label.data.mapv(|v| v as u32);
+        let classes: Vec<u32> = (1..case.n_classes as u32).collect();
+        for m in evaluate_labels(predicted.view(), reference.view(), case.label.spacing(), &classes)? {
+            total += m.dice;
+            count += 1;
+        }
+    }
+    Ok(if count == 0 { 0.0 } else { total / count as f64 })
+}
+
+/// Label map of a loaded case (already on the network's grid).
+fn predict_case(net: &SwinUnetr, case: &Case, window: &SlidingWindow, device: &Device) -> Result<ndarray::Array3<u32>> {
+    let [d, h, w] = case.shape();
+    let channels: Vec<Tensor> = case
+        .channels
+        .iter()
+        .map(|c| crate::preprocess::volume_to_tensor(c, device))
+        .collect::<candle_core::Result<_>>()?;
+    let input = Tensor::cat(&channels, 1)?;
+    let classes = case.n_classes;
+    let mut labels = ndarray::Array3::<u32>::zeros((d, h, w));
+    let plane = h * w;
+    sliding::run(&input, classes, window, |x| Ok(net.forward(x)?), |slab| {
+        let n = slab.depth * plane;
+        let out = labels.as_slice_mut().ok_or_else(|| Error::invalid("label array not contiguous"))?;
+        for v in 0..n {
+            let best = (0..classes).max_by(|&a, &b| slab.values[a * n + v].total_cmp(&slab.values[b * n + v]));
+            out[slab.start * plane + v] = best.unwrap_or(0) as u32;
+        }
+        Ok(())
+    })?;
+    Ok(labels)
+}
+
+/// Writes the network's current weights as a SwinUNETR state dict in safetensors, which
+/// `prism-seg predict` and PyTorch (`safetensors.torch.load_file`) both read.
+pub fn export(trainable: &Trainable, path: &Path) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = crate::train::named_vars(&trainable.varmap)
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().detach()))
+        .collect();
+    if !tensors.contains_key(SEG_HEAD_WEIGHT) {
+        return Err(Error::file(path, "internal: the network has no output head to export"));
+    }
+    crate::weights::write_safetensors(&tensors, path)
+}
