@@ -150,89 +150,109 @@ pub(crate) fn grad_weight<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeome
 /// Weight gradient through an explicit im2col matrix per chunk of output voxels.
 fn grad_weight_explicit<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeometry) -> Vec<T> {
     let k = g.col_rows();
-    let voxels = g.output_voxels();
-    let sample_in = g.in_channels * g.input_voxels();
-    let sample_out = g.out_channels * voxels;
     let kernel = T::microkernel();
     let chunk_len = chunk_len(g, 1);
     let weight_len = g.out_channels * k;
     let col_len = k.next_multiple_of(kernel.map_or(1, |kernel| kernel.nr)) * chunk_len;
 
-    // Each rayon job accumulates into its own weight gradient; the partial sums are added at the end.
+    // Partial sums over fixed groups of consecutive chunks, added in group order: the result
+    // does not depend on how rayon schedules the groups, so training runs repeat bit for bit
+    // (rayon's fold/reduce would split the work, and round the sums, differently every run).
     let new_state = || GradWeightState {
         grad: vec![T::ZERO; weight_len],
         col: vec![T::ZERO; col_len],
         packed_grad_out: Vec::new(),
     };
-    chunks(g, chunk_len)
-        .into_par_iter()
-        .fold(new_state, |mut state, chunk| {
-            let x = &x[chunk.sample * sample_in..][..sample_in];
-            let grad_out = &grad_out[chunk.sample * sample_out + chunk.voxels.start..];
-            let cols = chunk.voxels.len();
-            let dst = state.grad.as_mut_ptr();
-            match &kernel {
-                // dW[O, K] += grad_out[O, cols] · col[K, cols]ᵀ, with colᵀ written straight
-                // into the rhs panel layout.
-                Some(kernel) => {
-                    let col = &mut state.col;
-                    im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
-                        // Row `row` of the im2col matrix is column `row` of colᵀ: one lane of
-                        // one panel, NR elements apart.
-                        let start = kernel.rhs_index(cols, col_index, row);
-                        for (d, &value) in col[start..].iter_mut().step_by(kernel.nr).zip(values) {
-                            *d = value;
-                        }
-                    });
-                    kernel.pack_lhs(
-                        grad_out,
-                        (g.out_channels, cols),
-                        voxels,
-                        &mut state.packed_grad_out,
-                    );
-                    // SAFETY: the operands are packed for (O, K, cols); dst is this job's [O, K] buffer.
-                    unsafe {
-                        kernel.gemm(
-                            (g.out_channels, k, cols),
-                            &state.packed_grad_out,
-                            col,
-                            dst,
-                            k,
-                            true,
-                        )
-                    };
-                }
-                None => {
-                    let col = &mut state.col;
-                    im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
-                        col[row * cols + col_index..][..values.len()].copy_from_slice(values)
-                    });
-                    let lhs = MatRef {
-                        ptr: grad_out.as_ptr(),
-                        row_stride: voxels,
-                        col_stride: 1,
-                    };
-                    let rhs = MatRef {
-                        ptr: col.as_ptr(),
-                        row_stride: 1,
-                        col_stride: cols,
-                    };
-                    let dst = MatMut {
-                        ptr: dst,
-                        row_stride: k,
-                        accumulate: true,
-                    };
-                    // SAFETY: lhs spans O rows of `cols` columns inside grad_out; rhs reads the
-                    // [K, cols] buffer transposed; dst is this job's [O, K] buffer.
-                    unsafe {
-                        gemm_into((g.out_channels, k, cols), dst, lhs, rhs, Parallelism::None)
-                    };
-                }
+    let chunks = chunks(g, chunk_len);
+    let group_len = chunks.len().div_ceil(2 * rayon::current_num_threads()).max(1);
+    let partials: Vec<Vec<T>> = chunks
+        .par_chunks(group_len)
+        .map(|group| {
+            let mut state = new_state();
+            for chunk in group {
+                accumulate_chunk(&mut state, chunk, x, grad_out, g, &kernel);
             }
-            state
+            state.grad
         })
-        .map(|state| state.grad)
-        .reduce(|| vec![T::ZERO; weight_len], add_into)
+        .collect();
+    partials.into_iter().reduce(add_into).unwrap_or_else(|| vec![T::ZERO; weight_len])
+}
+
+/// Adds one chunk's share, grad_out[O, cols] · col[K, cols]ᵀ, to `state.grad`.
+fn accumulate_chunk<T: ConvElement>(
+    state: &mut GradWeightState<T>,
+    chunk: &Chunk,
+    x: &[T],
+    grad_out: &[T],
+    g: &ConvGeometry,
+    kernel: &Option<Microkernel<T>>,
+) {
+    let k = g.col_rows();
+    let voxels = g.output_voxels();
+    let sample_in = g.in_channels * g.input_voxels();
+    let sample_out = g.out_channels * voxels;
+    let x = &x[chunk.sample * sample_in..][..sample_in];
+    let grad_out = &grad_out[chunk.sample * sample_out + chunk.voxels.start..];
+    let cols = chunk.voxels.len();
+    let dst = state.grad.as_mut_ptr();
+    match kernel {
+        // dW[O, K] += grad_out[O, cols] · col[K, cols]ᵀ, with colᵀ written straight
+        // into the rhs panel layout.
+        Some(kernel) => {
+            let col = &mut state.col;
+            im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
+                // Row `row` of the im2col matrix is column `row` of colᵀ: one lane of
+                // one panel, NR elements apart.
+                let start = kernel.rhs_index(cols, col_index, row);
+                for (d, &value) in col[start..].iter_mut().step_by(kernel.nr).zip(values) {
+                    *d = value;
+                }
+            });
+            kernel.pack_lhs(
+                grad_out,
+                (g.out_channels, cols),
+                voxels,
+                &mut state.packed_grad_out,
+            );
+            // SAFETY: the operands are packed for (O, K, cols); dst is this job's [O, K] buffer.
+            unsafe {
+                kernel.gemm(
+                    (g.out_channels, k, cols),
+                    &state.packed_grad_out,
+                    col,
+                    dst,
+                    k,
+                    true,
+                )
+            };
+        }
+        None => {
+            let col = &mut state.col;
+            im2col(x, g, chunk.voxels.clone(), |row, col_index, values| {
+                col[row * cols + col_index..][..values.len()].copy_from_slice(values)
+            });
+            let lhs = MatRef {
+                ptr: grad_out.as_ptr(),
+                row_stride: voxels,
+                col_stride: 1,
+            };
+            let rhs = MatRef {
+                ptr: col.as_ptr(),
+                row_stride: 1,
+                col_stride: cols,
+            };
+            let dst = MatMut {
+                ptr: dst,
+                row_stride: k,
+                accumulate: true,
+            };
+            // SAFETY: lhs spans O rows of `cols` columns inside grad_out; rhs reads the
+            // [K, cols] buffer transposed; dst is this job's [O, K] buffer.
+            unsafe {
+                gemm_into((g.out_channels, k, cols), dst, lhs, rhs, Parallelism::None)
+            };
+        }
+    }
 }
 
 struct GradWeightState<T> {
