@@ -1,8 +1,9 @@
 //! `prism-seg train` and `prism-seg eval` through the binary, as a Slurm job would run them.
 //!
 //! The training case is the MNI152 T1 with a three-class label map made from its own
-//! intensities (background, darker and brighter half of the brain), resampled to 6 mm so a
-//! step of the smallest SwinUNETR (feature size 12) on one 64³ crop takes seconds. The
+//! intensities (background, darker and brighter half of the brain), resampled to 6 mm, and the
+//! crops are 32³, so a step of a small SwinUNETR (feature size 12) takes a second and little
+//! memory. The
 //! numbers carry no meaning; the tests check files, exit codes and exact resumption.
 
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ fn write_cases(dir: &Path) -> PathBuf {
 fn train_args(csv: &Path, out: &Path, steps: u64) -> Vec<String> {
     [
         "train", "--data", &csv.display().to_string(), "-d", &out.display().to_string(),
-        "--classes", "3", "--feature-size", "12", "--spacing", "6", "--roi", "64",
+        "--classes", "3", "--feature-size", "12", "--spacing", "6", "--roi", "32",
         "--batch-size", "1", "--max-steps", &steps.to_string(), "--warmup-steps", "1",
         "--validate-every", "2", "--checkpoint-every", "1", "--seed", "3", "--threads", "2", "-q",
     ]

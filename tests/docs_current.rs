@@ -7,6 +7,7 @@ use clap::CommandFactory;
 use prism::cli::docs::{check_generated_docs, update_requested};
 use prism::cli::convert_cmd::ConvertCli;
 use prism::cli::embed_cmd::EmbedCli;
+use prism::cli::seg_cmd::SegCli;
 use prism::cli::weights_cmd::WeightsCli;
 
 fn root() -> &'static Path {
@@ -29,7 +30,13 @@ fn prism_convert_docs_are_current() {
 }
 
 #[test]
+fn prism_seg_docs_are_current() {
+    check_generated_docs(&SegCli::command(), root(), update_requested()).unwrap();
+}
+
+#[test]
 fn command_definitions_are_consistent() {
+    SegCli::command().debug_assert();
     ConvertCli::command().debug_assert();
     EmbedCli::command().debug_assert();
     WeightsCli::command().debug_assert();
