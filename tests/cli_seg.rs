@@ -158,3 +158,15 @@ fn predict_probabilities_are_one_4d_file() {
     assert_eq!(background.shape(), input.shape());
     assert_eq!(background.affine, input.affine);
 }
+
+#[test]
+fn predict_names_volume_columns_from_label_table() {
+    let Some(model) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("labels.csv");
+    std::fs::write(&table, "id,name\n1,CSF\n2,Grey matter\n3,White matter\n").unwrap();
+    let out = predict(&model, dir.path()).arg(scan()).arg("--labels").arg(&table).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().next(), Some("id,path,label_map,csf_mm3,grey_matter_mm3,white_matter_mm3"));
+}

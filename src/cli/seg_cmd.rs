@@ -11,6 +11,7 @@
 //! by `prism-seg train`) giving label names, the voxel spacing and window size it was trained
 //! with; command-line options override it.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::cli::args::BatchArgs;
-use crate::cli::seg_eval::EvalArgs;
+use crate::cli::seg_eval::{read_label_table, EvalArgs};
 use crate::cli::seg_train::{run_train, TrainArgs};
 use crate::cli::Exit;
 use crate::cli::batch::run_batch;
@@ -144,6 +145,11 @@ pub struct PredictArgs {
     #[arg(long)]
     pub qc: bool,
 
+    /// Label names for the CSV columns: a CSV `id,name` or text lines `ID name` (as the
+    /// AAL atlas ships them); default: the model description's names, else label_K
+    #[arg(long, value_name = "TABLE")]
+    pub labels: Option<PathBuf>,
+
     /// Volume of 4-D inputs to segment (0-based)
     #[arg(long, value_name = "N")]
     pub volume: Option<usize>,
@@ -233,10 +239,13 @@ impl PredictArgs {
     }
 }
 
-/// Class names for the CSV columns: from the description, else `label_K`.
-fn label_names(described: &ModelDescription, classes: usize) -> Vec<String> {
+/// Class names for the CSV columns: from `--labels`, else the model description, else `label_K`.
+fn label_names(table: Option<&BTreeMap<u32, String>>, described: &ModelDescription, classes: usize) -> Vec<String> {
     (0..classes)
-        .map(|k| described.labels.get(k).cloned().unwrap_or_else(|| format!("label_{k}")))
+        .map(|k| {
+            let from_table = table.and_then(|t| t.get(&(k as u32)).cloned());
+            from_table.or_else(|| described.labels.get(k).cloned()).unwrap_or_else(|| format!("label_{k}"))
+        })
         .collect()
 }
 
@@ -265,7 +274,8 @@ fn run_predict(args: &PredictArgs, reporter: &mut Reporter) -> Result<Summary> {
             format!("the model takes {} input channels; prism-seg predict handles single-channel models", net.config().encoder.in_chans),
         ));
     }
-    let names = label_names(&described, classes);
+    let table = args.labels.as_deref().map(read_label_table).transpose()?;
+    let names = label_names(table.as_ref(), &described, classes);
     std::fs::create_dir_all(&args.out_dir).map_err(|e| Error::io(&args.out_dir, e))?;
 
     let mut header = vec!["id".to_string(), "path".to_string(), "label_map".to_string()];
