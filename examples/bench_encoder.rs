@@ -6,6 +6,9 @@
 //! Prints one JSON line, in the same shape as the MONAI peer script, so both can be
 //! recorded side by side in docs/BENCHMARKS.md.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -47,17 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cfg.embed_dim,
         times[runs / 2],
         candle_core::utils::get_num_threads(),
-        peak_rss_mib()
+        support::peak_rss_mib()
     );
     Ok(())
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

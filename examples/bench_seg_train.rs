@@ -3,6 +3,9 @@
 //!
 //!     cargo run --release --example bench_seg_train -- [SIZE] [FEATURE_SIZE] [BATCH] [RUNS]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -47,5 +50,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (t4 - t3).as_secs_f64()
         );
     }
+    println!("{{\"peak_rss_mib\": {:.0}}}", support::peak_rss_mib());
     Ok(())
 }
