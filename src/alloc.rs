@@ -1,4 +1,4 @@
-//! The process-wide memory allocator: mimalloc, told to keep freed memory.
+//! The process-wide memory allocator: mimalloc, set to keep freed memory.
 //!
 //! Tensor code allocates and frees buffers of many megabytes at every operation. The system
 //! allocator maps each one fresh from the kernel, which zeroes every page: on a SwinUNETR

@@ -38,7 +38,7 @@ fn max_abs(t: &Tensor) -> f32 {
     t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
 }
 
-/// The z-scored crop MONAI's reference run used: voxels [70:110, 70:150, 50:120] of the MNI152 T1.
+/// Returns the z-scored crop MONAI's reference run used: voxels [70:110, 70:150, 50:120] of the MNI152 T1.
 fn reference_crop() -> Tensor {
     let (volume, _) = load_volume(&data("mni152_2009a_t1.nii.gz"), None).unwrap();
     let crop = volume.data.slice(s![70..110, 70..150, 50..120]).to_owned();
@@ -141,7 +141,7 @@ fn coarse_options() -> PredictOptions {
     }
 }
 
-/// A 60×70×50 crop of the MNI152 T1 (1 mm, RAS) with its affine.
+/// Returns a 60×70×50 crop of the MNI152 T1 (1 mm, RAS) with its affine.
 fn mni_crop() -> Volume {
     let (volume, _) = load_volume(&data("mni152_2009a_t1.nii.gz"), None).unwrap();
     let offset = [60.0, 80.0, 60.0];
@@ -169,7 +169,7 @@ fn prediction_keeps_grid_of_ras_input() {
 }
 
 #[test]
-fn prediction_on_lps_input_is_the_flipped_ras_prediction() {
+fn prediction_on_lps_input_is_flipped_ras() {
     let Some(net) = reference_net() else { return };
     let ras = mni_crop();
     // Same voxels stored with i and j reversed: an LPS+ grid covering the same space.
@@ -219,7 +219,7 @@ fn prediction_keeps_grid_of_oblique_input() {
 fn prediction_keeps_grid_of_anisotropic_input() {
     let Some(net) = reference_net() else { return };
     // 0.78 x 0.78 x 6.5 mm, LAS: the grid of a clinical 2-D acquisition. The lesion mask
-    // stands in for the image; only the grid matters here.
+    // replaces the image because only the grid matters here.
     let (scan, _) = load_volume(&data("brain1_label.nii.gz"), None).unwrap();
     let prediction = predict(&net, scan.clone(), &coarse_options(), &Device::Cpu).unwrap();
     assert_same_grid(&prediction.labels, &scan, "anisotropic");

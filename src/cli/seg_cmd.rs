@@ -170,7 +170,7 @@ label per voxel; --probabilities adds one float per class and voxel.
 
 Exit status: 0 success, 1 some inputs failed, 2 invalid usage or configuration.";
 
-/// What `prism-seg train` records beside a model: everything `predict` needs to prepare
+/// Description `prism-seg train` writes beside a model: everything `predict` needs to prepare
 /// inputs as the model saw them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelDescription {
@@ -249,7 +249,7 @@ fn label_names(table: Option<&BTreeMap<u32, String>>, described: &ModelDescripti
         .collect()
 }
 
-/// A CSV column name made of safe characters: `{name}_mm3`.
+/// Makes a CSV column name of safe characters: `{name}_mm3`.
 fn volume_column(name: &str) -> String {
     let safe: String = name
         .chars()

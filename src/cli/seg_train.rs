@@ -232,7 +232,7 @@ fn read_case_list(args: &TrainArgs) -> Result<CaseList> {
     }
 }
 
-/// The network's shape: from a whole SwinUNETR checkpoint, from an encoder checkpoint plus the
+/// Returns the network's shape: from a whole SwinUNETR checkpoint, from an encoder checkpoint plus the
 /// class count, or PRISM's architecture at `--feature-size` from scratch.
 fn network_config(args: &TrainArgs, classes: usize, channels: usize) -> Result<SwinUnetrConfig> {
     let config = match &args.init {
@@ -310,7 +310,7 @@ fn export_model(trainable: &Trainable, path: &Path, description: &ModelDescripti
     crate::io::atomic::write_text(&json_path, &(text + "\n"))
 }
 
-/// The settings recorded in every checkpoint.
+/// Lists the settings recorded in every checkpoint.
 fn run_record(args: &TrainArgs, config: &SwinUnetrConfig, train: usize, validation: usize) -> serde_json::Value {
     json!({
         "tool": TOOL,

@@ -17,12 +17,12 @@ use crate::preprocess::resample::Interp;
 use crate::preprocess::{volume_to_tensor, PreprocessOptions};
 use crate::volume::Volume;
 
-/// How [`predict`] runs.
+/// Settings of [`predict`].
 #[derive(Debug, Clone)]
 pub struct PredictOptions {
     pub preprocess: PreprocessOptions,
     pub window: SlidingWindow,
-    /// Also return per-class probability maps. This holds `classes` floats per voxel of the
+    /// Also return per-class probability maps. They need `classes` floats per voxel of the
     /// network grid, which the label map alone avoids.
     pub probabilities: bool,
 }

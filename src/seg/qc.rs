@@ -89,7 +89,7 @@ fn blend(grey: f32, label: usize) -> [u8; 3] {
     [mix(colour[0]), mix(colour[1]), mix(colour[2])]
 }
 
-/// A saturated colour per label, hues spread by the golden angle so neighbours differ.
+/// Returns a saturated colour for `label`; hues step by the golden angle so neighbours differ.
 fn label_colour(label: usize) -> [u8; 3] {
     let hue = (label as f64 * 137.507_764) % 360.0;
     let sector = hue / 60.0;

@@ -11,7 +11,7 @@
 //!
 //! Memory: windows are run in order of their start along the first axis, and output slices are
 //! handed to the caller as soon as no later window can touch them. The accumulator therefore
-//! holds `classes × roi[0] × H × W` floats (plus one weight per voxel of that slab), not one
+//! contains `classes × roi[0] × H × W` floats (plus one weight per voxel of that slab), not one
 //! float per class for every voxel of the volume.
 
 use candle_core::{DType, Tensor};
@@ -132,8 +132,8 @@ fn crop_window(x: &Tensor, at: [usize; 3], roi: [usize; 3]) -> Result<Tensor> {
     t.contiguous().map_err(tensor_error)
 }
 
-/// The network's output on one window as `[classes · r0 · r1 · r2]`, averaged over the 8 flip
-/// combinations when `mirror` is set.
+/// Runs the network on one window and returns its output as `[classes · r0 · r1 · r2]`,
+/// averaged over the 8 flip combinations when `mirror` is set.
 fn predict_window<N>(net: &mut N, patch: &Tensor, mirror: bool) -> Result<Vec<f32>>
 where
     N: FnMut(&Tensor) -> Result<Tensor>,

@@ -24,7 +24,7 @@ use crate::weights::{Checkpoint, SEG_HEAD_WEIGHT};
 /// Prefix of the encoder's tensors inside a SwinUNETR state dict.
 const ENCODER: &str = "swinViT.";
 
-/// Where the starting weights come from.
+/// Source of the starting weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init<'a> {
     /// Every tensor drawn as PyTorch initializes a fresh module.
@@ -34,7 +34,7 @@ pub enum Init<'a> {
     Checkpoint(&'a Path),
 }
 
-/// Which parameters the optimizer updates.
+/// Set of parameters kept fixed during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freeze {
     /// Train everything.
@@ -46,7 +46,7 @@ pub enum Freeze {
 }
 
 impl Freeze {
-    /// Whether the tensor `name` (state-dict naming) stays fixed.
+    /// Returns whether the tensor `name` (state-dict naming) stays fixed.
     pub fn is_frozen(self, name: &str) -> bool {
         let Some(rest) = name.strip_prefix(ENCODER) else { return false };
         match self {
@@ -97,7 +97,7 @@ pub fn build(config: &SwinUnetrConfig, init: Init<'_>, device: &Device, rng: &mu
     Ok(Trainable { net, varmap, loaded })
 }
 
-/// The tensors a checkpoint provides, in SwinUNETR state-dict naming.
+/// Reads the tensors a checkpoint provides, in SwinUNETR state-dict naming.
 fn starting_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     let checkpoint = Checkpoint::read(path)?;
     if checkpoint.has_segmentation_head() {
@@ -160,7 +160,7 @@ fn fan_in(dims: &[usize]) -> usize {
     dims.get(1).copied().unwrap_or(1) * dims[2.min(dims.len())..].iter().product::<usize>()
 }
 
-/// One standard-normal draw (Box–Muller).
+/// Draws one standard-normal value (Box–Muller).
 fn normal(rng: &mut impl Rng) -> f32 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
@@ -191,8 +191,8 @@ pub fn train_step(
     ]))
 }
 
-/// The network with its variables' current values as plain tensors: inference through it
-/// records no gradient graph and takes the fused kernels.
+/// Returns the network with its variables' current values as plain tensors. Inference through
+/// it records no gradient graph and takes the fused kernels.
 pub fn frozen_copy(trainable: &Trainable, device: &Device) -> Result<SwinUnetr> {
     let tensors: HashMap<String, Tensor> = crate::train::named_vars(&trainable.varmap)
         .into_iter()
