@@ -173,7 +173,7 @@ _prism__seg() {
             return 0
             ;;
         prism__subcmd__seg__subcmd__predict)
-            opts="-o -q -m -d -h --output --overwrite --shard --keep-going --quiet --threads --device --model --out-dir --roi --overlap --mirror --preprocess --spacing --probabilities --qc --labels --volume --help"
+            opts="-o -q -m -d -h --output --overwrite --shard --keep-going --quiet --threads --device --model --out-dir --template --roi --overlap --mirror --preprocess --spacing --probabilities --qc --labels --volume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -215,6 +215,10 @@ _prism__seg() {
                     return 0
                     ;;
                 -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --template)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,7 +35,8 @@ complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l shard -d
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l threads -d 'Number of CPU threads for computation (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS). Default: RAYON_NUM_THREADS if set, else the number of physical cores for candle\'s kernels and of logical CPUs for rayon' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l device -d 'Compute device: cpu, cuda (GPU 0) or cuda:N (GPU N, 0-based). CUDA needs a binary built with the cuda feature' -r -f
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -s m -l model -d 'Fine-tuned SwinUNETR: a state dict (.pt, as torch.save(model.state_dict()) writes it) or .safetensors with the same names' -r -F
-complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -s d -l out-dir -d 'Folder for the label maps, {id}.nii.gz each (created if missing)' -r -F
+complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -s d -l out-dir -d 'Folder for the label maps (created if missing)' -r -F
+complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l template -d 'File name of each label map, without .nii.gz: {id} is the scan\'s id (letters, digits, \'-\', \'_\' and \'.\' around it)' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l roi -d 'Sliding-window size in voxels: one edge, or three for i,j,k; multiples of 32 (default: the model description\'s, else 96)' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l overlap -d 'Fraction of a window shared with its neighbour, in [0, 1)' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l preprocess -d 'Preprocessing: `prism` (RAS+, resampling to --spacing, foreground crop, z-score over non-zero voxels, zero padding to a multiple of 32) or `none` (the voxel array as it is)' -r -f -a "prism\t''

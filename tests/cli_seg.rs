@@ -171,3 +171,23 @@ fn predict_names_volume_columns_from_label_table() {
     let csv = String::from_utf8(out.stdout).unwrap();
     assert_eq!(csv.lines().next(), Some("id,path,label_map,csf_mm3,grey_matter_mm3,white_matter_mm3"));
 }
+
+#[test]
+fn predict_names_outputs_from_template() {
+    let Some(model) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = predict(&model, dir.path()).arg(scan()).args(["--template", "{id}_seg", "--qc"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("mni152_2009a_t1_seg.nii.gz").exists());
+    assert!(dir.path().join("mni152_2009a_t1_seg_qc.png").exists());
+}
+
+#[test]
+fn predict_rejects_template_leaving_out_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let encoder = data("encoder_w6/encoder.safetensors");
+    for template in ["../{id}", "seg", "{id}/x"] {
+        let out = predict(&encoder, dir.path()).arg(scan()).args(["--template", template]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{template}");
+    }
+}

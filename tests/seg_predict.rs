@@ -242,3 +242,28 @@ fn probabilities_sum_to_one_on_input_grid() {
     let worst = total.iter().map(|v| (v - 1.0).abs()).fold(0f32, f32::max);
     assert!(worst < 1e-4, "probabilities sum to 1 within {worst}");
 }
+
+#[test]
+fn mirrored_prediction_is_flip_equivariant() {
+    let Some(net) = reference_net() else { return };
+    let input = reference_crop().narrow(2, 0, 32).unwrap().narrow(3, 0, 64).unwrap().narrow(4, 0, 64).unwrap();
+    let input = input.contiguous().unwrap();
+    let window = SlidingWindow { roi: [32, 64, 64], overlap: 0.5, mirror: true };
+    let run = |x: &Tensor| -> Tensor {
+        let mut values = Vec::new();
+        sliding::run(x, 4, &window, |w| Ok(net.forward(w).unwrap()), |slab| {
+            values.extend_from_slice(slab.values);
+            Ok(())
+        })
+        .unwrap();
+        Tensor::from_vec(values, (1, 4, 32, 64, 64), &Device::Cpu).unwrap()
+    };
+    let flip = |t: &Tensor| t.flip(&[4]).unwrap();
+
+    // Averaging over all 8 flips makes the output follow a flip of the input, up to the order
+    // in which the 8 terms are summed.
+    let direct = run(&input);
+    let from_flipped = flip(&run(&flip(&input)));
+    let diff = max_abs(&(&direct - &from_flipped).unwrap());
+    assert!(diff <= 1e-5 * max_abs(&direct), "max |diff| {diff}");
+}

@@ -1,7 +1,7 @@
 //! `prism-seg`: segmentation with a fine-tuned SwinUNETR. The `predict` verb lives here; `train`
 //! ([`crate::cli::seg_train`]) and `eval` ([`crate::cli::seg_eval`]) have their own modules.
 //!
-//! `prism-seg predict` writes one label map per scan into `--out-dir` (named `{id}.nii.gz`, on
+//! `prism-seg predict` writes one label map per scan into `--out-dir` (`{id}.nii.gz` by default, on
 //! the scan's own grid: same shape and affine) and one CSV row per scan of label volumes in mm³.
 //! Rows go to standard output or `-o FILE`, which a rerun resumes as `prism-embed` does; a scan
 //! whose label map already exists is not run through the network again (its volumes are read
@@ -107,9 +107,14 @@ pub struct PredictArgs {
     #[arg(short, long, value_name = "FILE", env = "PRISM_SEG_MODEL", hide_env_values = true)]
     pub model: PathBuf,
 
-    /// Folder for the label maps, {id}.nii.gz each (created if missing)
+    /// Folder for the label maps (created if missing)
     #[arg(short = 'd', long, value_name = "DIR")]
     pub out_dir: PathBuf,
+
+    /// File name of each label map, without .nii.gz: {id} is the scan's id (letters, digits,
+    /// '-', '_' and '.' around it)
+    #[arg(long, value_name = "TEMPLATE", default_value = "{id}")]
+    pub template: String,
 
     /// Sliding-window size in voxels: one edge, or three for i,j,k; multiples of 32
     /// (default: the model description's, else 96)
@@ -239,6 +244,20 @@ impl PredictArgs {
     }
 }
 
+/// Rejects a `--template` without `{id}` (every scan would get one file name) or with characters
+/// that could leave the output folder.
+fn check_template(template: &str) -> Result<()> {
+    let rest = template.replace("{id}", "");
+    let safe = rest.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !template.contains("{id}") || !safe || rest.starts_with('.') {
+        return Err(Error::invalid(format!(
+            "invalid --template {template:?}: it must contain {{id}}, and around it only letters, digits, \
+             '-', '_' and '.' (for example {{id}}_seg)"
+        )));
+    }
+    Ok(())
+}
+
 /// Class names for the CSV columns: from `--labels`, else the model description, else `label_K`.
 fn label_names(table: Option<&BTreeMap<u32, String>>, described: &ModelDescription, classes: usize) -> Vec<String> {
     (0..classes)
@@ -261,6 +280,7 @@ fn volume_column(name: &str) -> String {
 fn run_predict(args: &PredictArgs, reporter: &mut Reporter) -> Result<Summary> {
     let described = ModelDescription::read_for(&args.model)?;
     let options = args.options(&described)?;
+    check_template(&args.template)?;
     let device = args.batch.device.open()?;
     let items = select_items(&args.batch, reporter)?;
 
@@ -308,7 +328,8 @@ struct PredictJob<'a> {
 
 impl PredictJob<'_> {
     fn process(&self, item: &InputItem, reporter: &mut Reporter) -> Result<Vec<String>> {
-        let label_path = self.args.out_dir.join(format!("{}.nii.gz", item.id));
+        let stem = self.args.template.replace("{id}", &item.id);
+        let label_path = self.args.out_dir.join(format!("{stem}.nii.gz"));
         let labels = if label_path.exists() && !self.args.batch.overwrite {
             reporter.info(&format!("{}: reusing {}", item.id, label_path.display()));
             load_volume(&label_path, None)?.0
@@ -316,7 +337,7 @@ impl PredictJob<'_> {
             let volume = load_input(item, self.args.volume)?;
             let prediction = predict(&self.net, volume.clone(), &self.options, &self.device)
                 .map_err(|e| on_file(&item.path, e))?;
-            self.write_outputs(item, &label_path, &volume, &prediction)?;
+            self.write_outputs(&stem, &label_path, &volume, &prediction)?;
             prediction.labels
         };
 
@@ -325,15 +346,15 @@ impl PredictJob<'_> {
         Ok(row)
     }
 
-    fn write_outputs(&self, item: &InputItem, label_path: &Path, input: &Volume, prediction: &Prediction) -> Result<()> {
+    fn write_outputs(&self, stem: &str, label_path: &Path, input: &Volume, prediction: &Prediction) -> Result<()> {
         let dtype = if self.classes <= 256 { OutputDtype::Uint8 } else { OutputDtype::Int16 };
         let options = WriteOptions { descrip: format!("{TOOL} labels"), ..WriteOptions::default() }.with_dtype(dtype);
         if let Some(maps) = &prediction.probabilities {
-            let path = self.args.out_dir.join(format!("{}_prob.nii.gz", item.id));
+            let path = self.args.out_dir.join(format!("{stem}_prob.nii.gz"));
             write_volumes(&path, maps, &WriteOptions::default())?;
         }
         if self.args.qc {
-            let path = self.args.out_dir.join(format!("{}_qc.png", item.id));
+            let path = self.args.out_dir.join(format!("{stem}_qc.png"));
             crate::seg::qc::write_overlay(&path, input, &prediction.labels)?;
         }
         // The label map goes last: its presence marks the scan as finished for a rerun.

@@ -145,7 +145,8 @@ where
     };
     let mut sum: Option<Tensor> = None;
     for axes in &flips {
-        let out = flip(&net(&flip(patch, axes)?)?, axes)?;
+        let flipped = patch.flip(axes).map_err(tensor_error)?;
+        let out = net(&flipped)?.flip(axes).map_err(tensor_error)?;
         sum = Some(match sum {
             Some(s) => (s + out).map_err(tensor_error)?,
             None => out,
@@ -154,18 +155,6 @@ where
     let Some(sum) = sum else { return Ok(Vec::new()) };
     let mean = if flips.len() > 1 { (sum / flips.len() as f64).map_err(tensor_error)? } else { sum };
     mean.to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1()).map_err(tensor_error)
-}
-
-/// Reverses `x` along each of `axes`.
-fn flip(x: &Tensor, axes: &[usize]) -> Result<Tensor> {
-    let mut t = x.clone();
-    for &a in axes {
-        let n = t.dim(a).map_err(tensor_error)?;
-        let index: Vec<u32> = (0..n as u32).rev().collect();
-        let index = Tensor::new(index.as_slice(), x.device()).map_err(tensor_error)?;
-        t = t.index_select(&index, a).map_err(tensor_error)?;
-    }
-    Ok(t)
 }
 
 /// Crops the padding from a finished slab of the padded grid and hands it on.
