@@ -121,9 +121,8 @@ fn single_image_encodings_decode_equal() {
     }
 }
 
-/// The JPEG and JPEG-LS files were made from `MR_small.dcm` by
-/// `tests/data/dicom/make_jpeg.py`; they keep its header, so the geometry must be
-/// the same.
+/// Asserts that `volume` has the shape and affine of `MR_small.dcm`. The JPEG and
+/// JPEG-LS files keep its header because `make_jpeg.py` replaced only their pixel data.
 fn assert_geometry_of_mr_small(volume: &Volume, name: &str) {
     let reference = load(&only_series(&fixture("MR_small.dcm"))).0;
     assert_eq!(volume.shape(), reference.shape(), "{name}");
@@ -153,10 +152,10 @@ fn jpeg_baseline_matches_pillow_within_one() {
     let values = expected["decoded_values"].as_array().unwrap();
     assert_eq!(values.len(), volume.data.len());
 
-    // The JPEG standard (ISO 10918-1, annex A) lets decoders compute the inverse
-    // DCT with their own rounding, so libjpeg-turbo (Pillow) and the pure-Rust
-    // jpeg-decoder may differ by one grey level. make_jpeg.py found such
-    // differences between Pillow and pylibjpeg-libjpeg on the same stream.
+    // Lossy JPEG decoders compute the inverse DCT with their own integer
+    // approximations, so their outputs may differ by one grey level.
+    // jpeg-decoder 0.3.2 differs from Pillow (libjpeg-turbo) on 96 of these 4096
+    // pixels, and pylibjpeg-libjpeg on 152 (make_jpeg.py prints the latter).
     let mut max_difference = 0.0f32;
     for (index, value) in values.iter().enumerate() {
         let (row, column) = (index / columns, index % columns);
@@ -166,11 +165,9 @@ fn jpeg_baseline_matches_pillow_within_one() {
     assert!(max_difference <= 1.0, "largest difference from Pillow: {max_difference}");
 }
 
+#[cfg(not(feature = "jpegls"))]
 #[test]
 fn jpeg_ls_without_feature_names_file_and_fix() {
-    if cfg!(feature = "jpegls") {
-        return;
-    }
     let series = only_series(&fixture("MR_small_jpegls.dcm"));
     let message = load_series(&series, &DicomOptions::default()).unwrap_err().to_string();
     assert!(message.contains("MR_small_jpegls.dcm"), "{message}");
