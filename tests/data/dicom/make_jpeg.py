@@ -45,7 +45,8 @@ BASELINE_QUALITY = 90
 def load_source():
     ds = pydicom.dcmread(SOURCE)
     pixels = ds.pixel_array
-    # The lossless files store the signed values as uint16, which keeps them only when none is negative.
+    # JPEG lossless codes unsigned samples. Non-negative int16 values read the same as
+    # uint16, so decoders cannot disagree about the sign (PixelRepresentation stays 1).
     assert pixels.dtype == np.int16, pixels.dtype
     assert pixels.min() >= 0, pixels.min()
     return ds, pixels
@@ -93,8 +94,8 @@ def write_baseline(ds, pixels):
     out.save_as(name, enforce_file_format=True)
 
     # Pillow's decoding of the stream is the reference, and pydicom's Pillow
-    # plugin must read the written file to the same values. IJG-derived decoders
-    # may round the inverse DCT differently, so a second one is compared as well.
+    # plugin must read the written file to the same values. JPEG decoders may
+    # round the inverse DCT differently, so a second decoder is compared as well.
     decoded = np.asarray(Image.open(io.BytesIO(stream)))
     assert np.array_equal(decode_with(name, "pillow"), decoded)
     difference = np.abs(decode_with(name, "pylibjpeg").astype(int) - decoded)
