@@ -3,7 +3,8 @@
 //! against dcm2niix's conversions, plus the errors for broken inputs.
 //!
 //! In-repo fixtures: `tests/data/dicom/MR_small*.dcm`, one 64x64 MR image in five
-//! encodings (pydicom 3.0.2 test files, MIT), and `siemens_dti_mosaic_0.dcm`, a
+//! encodings (pydicom 3.0.2 test files, MIT) and in JPEG baseline, JPEG lossless
+//! and JPEG-LS versions made from it by `make_jpeg.py`, and `siemens_dti_mosaic_0.dcm`, a
 //! Siemens DTI b0 mosaic (nibabel 5.4.2 test data, MIT). Series tests read the shared MRI test
 //! set (`../shared/data` next to the repository, or `$PRISM_SHARED_DIR/data`) and
 //! are skipped with a note when it is absent.
@@ -118,6 +119,72 @@ fn single_image_encodings_decode_equal() {
         assert!(volume.affine.max_abs_diff(&reference.affine) < 1e-9, "{name}");
         assert_eq!(volume.data, reference.data, "{name}");
     }
+}
+
+/// Asserts that `volume` has the shape and affine of `MR_small.dcm`. The JPEG and
+/// JPEG-LS files keep its header because `make_jpeg.py` replaced only their pixel data.
+fn assert_geometry_of_mr_small(volume: &Volume, name: &str) {
+    let reference = load(&only_series(&fixture("MR_small.dcm"))).0;
+    assert_eq!(volume.shape(), reference.shape(), "{name}");
+    assert!(volume.affine.max_abs_diff(&reference.affine) < 1e-9, "{name}");
+}
+
+#[test]
+fn jpeg_lossless_decodes_exactly() {
+    let reference = load(&only_series(&fixture("MR_small.dcm"))).0;
+    // 1.2.840.10008.1.2.4.70 (predictor 1) and 1.2.840.10008.1.2.4.57 (predictor 6).
+    for name in ["MR_small_jpeg_lossless_sv1.dcm", "MR_small_jpeg_lossless_p6.dcm"] {
+        let (volume, _) = load(&only_series(&fixture(name)));
+        assert_geometry_of_mr_small(&volume, name);
+        assert_eq!(volume.data, reference.data, "{name}");
+    }
+}
+
+#[test]
+fn jpeg_baseline_matches_pillow_within_one() {
+    let name = "MR_small_jpeg_baseline.dcm";
+    let (volume, _) = load(&only_series(&fixture(name)));
+    assert_geometry_of_mr_small(&volume, name);
+
+    let text = std::fs::read_to_string(fixture("MR_small_jpeg_baseline.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    let columns = expected["columns"].as_u64().unwrap() as usize;
+    let values = expected["decoded_values"].as_array().unwrap();
+    assert_eq!(values.len(), volume.data.len());
+
+    // Lossy JPEG decoders compute the inverse DCT with their own integer
+    // approximations, so their outputs may differ by one grey level.
+    // jpeg-decoder 0.3.2 differs from Pillow (libjpeg-turbo) on 96 of these 4096
+    // pixels, and pylibjpeg-libjpeg on 152 (make_jpeg.py prints the latter).
+    let mut max_difference = 0.0f32;
+    for (index, value) in values.iter().enumerate() {
+        let (row, column) = (index / columns, index % columns);
+        let ours = volume.data[[column, row, 0]];
+        max_difference = max_difference.max((ours - value.as_f64().unwrap() as f32).abs());
+    }
+    assert!(max_difference <= 1.0, "largest difference from Pillow: {max_difference}");
+}
+
+#[cfg(not(feature = "jpegls"))]
+#[test]
+fn jpeg_ls_without_feature_names_file_and_fix() {
+    let series = only_series(&fixture("MR_small_jpegls.dcm"));
+    let message = load_series(&series, &DicomOptions::default()).unwrap_err().to_string();
+    assert!(message.contains("MR_small_jpegls.dcm"), "{message}");
+    assert!(message.contains("1.2.840.10008.1.2.4.80"), "{message}");
+    assert!(message.contains("--features jpegls"), "{message}");
+    assert!(message.contains("dcm2niix"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+}
+
+#[cfg(feature = "jpegls")]
+#[test]
+fn jpeg_ls_decodes_exactly() {
+    let name = "MR_small_jpegls.dcm";
+    let reference = load(&only_series(&fixture("MR_small.dcm"))).0;
+    let (volume, _) = load(&only_series(&fixture(name)));
+    assert_geometry_of_mr_small(&volume, name);
+    assert_eq!(volume.data, reference.data);
 }
 
 #[test]

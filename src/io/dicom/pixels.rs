@@ -1,6 +1,7 @@
 //! Pixel data decoding: native and compressed transfer syntaxes through
-//! dicom-pixeldata (this build has the pure-Rust RLE, JPEG baseline/lossless and
-//! JPEG 2000 decoders), with RescaleSlope/RescaleIntercept applied.
+//! dicom-pixeldata, with RescaleSlope/RescaleIntercept applied. Every build has
+//! pure-Rust decoders for RLE, JPEG baseline and lossless, and JPEG 2000 (openjp2).
+//! The `jpegls` feature adds CharLS (C++) for JPEG-LS.
 
 use std::path::Path;
 
@@ -14,6 +15,8 @@ use crate::{Error, Result};
 pub fn decode_frames(path: &Path, rows: usize, columns: usize) -> Result<Vec<Vec<f32>>> {
     let object = open(path, false)?;
     let transfer_syntax = object.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    check_jpeg_ls_support(path, &transfer_syntax)?;
+
     let decoded = object.decode_pixel_data().map_err(|e| {
         Error::file(
             path,
@@ -51,4 +54,24 @@ pub fn decode_frames(path: &Path, rows: usize, columns: usize) -> Result<Vec<Vec
         frames.push(values);
     }
     Ok(frames)
+}
+
+/// Rejects JPEG-LS pixel data in a build without the `jpegls` feature, naming the
+/// fix, because dicom-pixeldata only reports the transfer syntax as unsupported.
+fn check_jpeg_ls_support(path: &Path, transfer_syntax: &str) -> Result<()> {
+    let name = match transfer_syntax {
+        "1.2.840.10008.1.2.4.80" => "JPEG-LS lossless",
+        "1.2.840.10008.1.2.4.81" => "JPEG-LS near-lossless",
+        _ => return Ok(()),
+    };
+    if cfg!(feature = "jpegls") {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        format!(
+            "{name} pixel data (transfer syntax {transfer_syntax}) needs the JPEG-LS decoder, which this build lacks: \
+             rebuild with `--features jpegls` (needs cmake and a C++ compiler), or convert the file with dcm2niix or `gdcmconv --raw`"
+        ),
+    ))
 }
