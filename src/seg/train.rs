@@ -168,6 +168,10 @@ fn normal(rng: &mut impl Rng) -> f32 {
 }
 
 /// Runs one optimization step on a fresh batch and returns the loss terms.
+///
+/// NOTE: with gradients recorded, attention, norms and softmax take candle's unfused operations,
+/// so a step is about 1.7 times slower than torch's and needs about four times its memory
+/// (docs/BENCHMARKS.md); differentiable fused kernels would close that gap.
 pub fn train_step(
     net: &SwinUnetr,
     optimizer: &mut AdamW,
