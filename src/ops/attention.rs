@@ -10,10 +10,13 @@
 //!   and multiplies by V. So the `windows × heads × n × n` logits never exist in
 //!   memory at once: at PRISM's first stage on a 96³ input they would be 484 MB per
 //!   pass, read and written five times by separate ops.
-//! - candle tensor ops, used whenever a gradient is needed or the tensors are not on
-//!   the CPU.
+//! - a differentiable path, used whenever a gradient is needed. It computes the scores with
+//!   candle's matmul, then bias, mask and softmax in one custom op ([`BiasedSoftmax`]) whose
+//!   backward pass works from the probabilities alone, so the graph keeps two `n×n` blocks
+//!   per window and head (scores and probabilities) instead of one per intermediate step.
+//!   Off the CPU, plain candle ops replace the custom op.
 
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::fused::softmax_row_f32;
@@ -54,7 +57,7 @@ pub fn window_attention(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64)
     unfused(qkv, bias, class, scale)
 }
 
-/// Computes the same with differentiable candle ops.
+/// Computes the same with differentiable operations.
 fn unfused(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Result<Tensor> {
     let (nw, n, _, heads, hd) = qkv.dims5()?;
     let qkv = qkv.permute((2, 0, 3, 1, 4))?;
@@ -62,9 +65,96 @@ fn unfused(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Result<Te
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
 
-    let logits = (q.matmul(&k.t()?)? + bias.index_select(class, 0)?)?;
-    let weights = softmax_last_dim(&logits)?;
+    let scores = q.matmul(&k.t()?)?;
+    let on_cpu = matches!(scores.device(), Device::Cpu) && matches!(scores.dtype(), DType::F32 | DType::F64);
+    let weights = if on_cpu {
+        let op = BiasedSoftmax { class: class.to_vec1::<u32>()? };
+        scores.contiguous()?.apply_op2(&bias.contiguous()?, op)?
+    } else {
+        softmax_last_dim(&(scores + bias.index_select(class, 0)?)?)?
+    };
     weights.matmul(&v)?.transpose(1, 2)?.reshape((nw, n, heads * hd))
+}
+
+/// `softmax(scores + bias[class(w)])` over the last axis, for scores `[nw, heads, n, n]` and
+/// bias `[m, heads, n, n]`, differentiable w.r.t. both.
+///
+/// Backward from the probabilities P and the incoming gradient G: the score gradient is
+/// `P ⊙ (G − Σ_row G ⊙ P)`, and the gradient of bias class `c` is the sum of the score gradients
+/// of the windows in class `c`.
+struct BiasedSoftmax {
+    class: Vec<u32>,
+}
+
+impl BiasedSoftmax {
+    fn run<T: Copy + Send + Sync>(
+        &self,
+        scores: &[T],
+        bias: &[T],
+        dims: (usize, usize, usize),
+        softmax: impl Fn(&[T], &[T], &mut [T]) + Sync,
+    ) -> Result<Vec<T>> {
+        let (heads, n, classes) = dims;
+        if self.class.iter().any(|&c| c as usize >= classes) {
+            bail!("biased-softmax: a window class is not below {classes}");
+        }
+        let mut out = scores.to_vec();
+        out.par_chunks_mut(n).enumerate().for_each(|(row, dst)| {
+            let (w, h, i) = (row / (heads * n), (row / n) % heads, row % n);
+            let start = ((self.class[w] as usize * heads + h) * n + i) * n;
+            softmax(&scores[row * n..(row + 1) * n], &bias[start..start + n], dst);
+        });
+        Ok(out)
+    }
+}
+
+impl CustomOp2 for BiasedSoftmax {
+    fn name(&self) -> &'static str {
+        "biased-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[nw, heads, n, n2] = l1.dims() else { bail!("biased-softmax: scores must be 4-D") };
+        let &[classes, bh, bn, bn2] = l2.dims() else { bail!("biased-softmax: bias must be 4-D") };
+        if n != n2 || (bh, bn, bn2) != (heads, n, n) || self.class.len() != nw {
+            bail!("biased-softmax: scores {:?} and bias {:?} do not match", l1.dims(), l2.dims());
+        }
+        let dims = (heads, n, classes);
+        let out = match (s1, s2) {
+            (CpuStorage::F32(s), CpuStorage::F32(b)) => {
+                let (s, b) = (contiguous(s, l1)?, contiguous(b, l2)?);
+                CpuStorage::F32(self.run(s, b, dims, |s, b, dst| {
+                    let logits: Vec<f32> = s.iter().zip(b).map(|(x, y)| x + y).collect();
+                    softmax_row_f32(&logits, dst);
+                })?)
+            }
+            (CpuStorage::F64(s), CpuStorage::F64(b)) => {
+                let (s, b) = (contiguous(s, l1)?, contiguous(b, l2)?);
+                CpuStorage::F64(self.run(s, b, dims, softmax_row_f64)?)
+            }
+            _ => bail!("biased-softmax: expected f32 or f64 scores and bias of one dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _scores: &Tensor, bias: &Tensor, probs: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let row_dot = (grad * probs)?.sum_keepdim(3)?;
+        let grad_scores = (probs * grad.broadcast_sub(&row_dot)?)?;
+        let class = Tensor::new(self.class.as_slice(), probs.device())?;
+        let grad_bias = bias.zeros_like()?.index_add(&class, &grad_scores, 0)?;
+        Ok((Some(grad_scores), Some(grad_bias)))
+    }
+}
+
+/// Softmax of `scores + bias` into `dst`, in f64 (the gradient-check dtype).
+fn softmax_row_f64(scores: &[f64], bias: &[f64], dst: &mut [f64]) {
+    let max = scores.iter().zip(bias).map(|(s, b)| s + b).fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for ((d, s), b) in dst.iter_mut().zip(scores).zip(bias) {
+        *d = (s + b - max).exp();
+        total += *d;
+    }
+    dst.iter_mut().for_each(|d| *d /= total);
 }
 
 struct FusedWindowAttention {
@@ -190,6 +280,41 @@ mod tests {
         let reference = unfused(&qkv, &bias, &class, 0.5).unwrap();
         assert_eq!(fused.dims(), &[nw, n, heads * hd]);
         assert!(max_abs_diff(&fused, &reference) < 1e-5);
+    }
+
+    /// The plain candle-op path that the custom op replaces on the CPU.
+    fn reference(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Tensor {
+        let (nw, n, _, heads, hd) = qkv.dims5().unwrap();
+        let qkv = qkv.permute((2, 0, 3, 1, 4)).unwrap();
+        let q = (qkv.get(0).unwrap().contiguous().unwrap() * scale).unwrap();
+        let k = qkv.get(1).unwrap().contiguous().unwrap();
+        let v = qkv.get(2).unwrap().contiguous().unwrap();
+        let logits = (q.matmul(&k.t().unwrap()).unwrap() + bias.index_select(class, 0).unwrap()).unwrap();
+        let weights = softmax_last_dim(&logits).unwrap();
+        weights.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((nw, n, heads * hd)).unwrap()
+    }
+
+    #[test]
+    fn biased_softmax_gradients_match_candle_ops() {
+        let dev = Device::Cpu;
+        let (nw, n, heads, hd, m) = (5, 7, 2, 3, 3);
+        let qkv = candle_core::Var::randn(0f64, 1.0, (nw, n, 3, heads, hd), &dev).unwrap();
+        let bias = candle_core::Var::randn(0f64, 1.0, (m, heads, n, n), &dev).unwrap();
+        let class = Tensor::new(&[2u32, 0, 2, 1, 0], &dev).unwrap();
+        let target = Tensor::randn(0f64, 1.0, (nw, n, heads * hd), &dev).unwrap();
+
+        let loss = |out: Tensor| (out * &target).unwrap().sum_all().unwrap();
+        let ours = loss(unfused(&qkv, &bias, &class, 0.4).unwrap());
+        let plain = loss(reference(&qkv, &bias, &class, 0.4));
+        let (a, b): (f64, f64) = (ours.to_scalar().unwrap(), plain.to_scalar().unwrap());
+        assert!((a - b).abs() < 1e-12, "forward {a} vs {b}");
+
+        let (g1, g2) = (ours.backward().unwrap(), plain.backward().unwrap());
+        for var in [&qkv, &bias] {
+            let diff = g1.get(var).unwrap().sub(g2.get(var).unwrap()).unwrap();
+            let worst: f64 = diff.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            assert!(worst < 1e-12, "gradient differs by {worst}");
+        }
     }
 
     #[test]
