@@ -8,7 +8,7 @@
 //! EPYC (Zen 4), f32: layer norm over (110592, 48) took 53–81 ms composed and 4–6 ms fused;
 //! instance norm over (1, 48, 48, 48, 48) 30–48 ms composed and 5 ms fused.
 
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::element::Element;
@@ -43,10 +43,16 @@ pub fn layer_norm(
         return fused_layer_norm(x, weight, bias, eps);
     }
 
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centered = x.broadcast_sub(&mean)?;
-    let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-    let mut out = centered.broadcast_div(&(variance + eps)?.sqrt()?)?;
+    let mut out = if has_fused_kernel(x) {
+        // One op with its own backward: the graph keeps the input and the output, not the
+        // centred, squared and divided intermediates.
+        x.contiguous()?.apply_op1(StandardizeRows { eps })?
+    } else {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        centered.broadcast_div(&(variance + eps)?.sqrt()?)?
+    };
     if let Some(weight) = weight {
         out = out.broadcast_mul(weight)?;
     }
@@ -149,6 +155,44 @@ impl CustomOp3 for FusedLayerNorm {
             _ => bail!("fused-layer-norm: expected f32 or f64 operands of one dtype"),
         };
         Ok((storage, l1.shape().clone()))
+    }
+}
+
+/// `(x − mean) / √(var + eps)` over the last axis, differentiable. With ŷ the output and σ the
+/// row's standard deviation, the input gradient is `(g − mean(g) − ŷ · mean(g ⊙ ŷ)) / σ`.
+struct StandardizeRows {
+    eps: f64,
+}
+
+impl CustomOp1 for StandardizeRows {
+    fn name(&self) -> &'static str {
+        "standardize-rows"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let features = layout.dims().last().copied().unwrap_or(1).max(1);
+        let out = match storage {
+            CpuStorage::F32(x) => {
+                let (ones, zeros) = (vec![1f32; features], vec![0f32; features]);
+                CpuStorage::F32(normalize_rows(slice(x, layout)?, &ones, &zeros, self.eps))
+            }
+            CpuStorage::F64(x) => {
+                let (ones, zeros) = (vec![1f64; features], vec![0f64; features]);
+                CpuStorage::F64(normalize_rows(slice(x, layout)?, &ones, &zeros, self.eps))
+            }
+            _ => bail!("standardize-rows: expected f32 or f64"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let inv_std = (centered.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        drop(centered);
+        let mean_grad = grad.mean_keepdim(D::Minus1)?;
+        let mean_grad_y = (grad * y)?.mean_keepdim(D::Minus1)?;
+        let dx = grad.broadcast_sub(&mean_grad)?.sub(&y.broadcast_mul(&mean_grad_y)?)?;
+        Ok(Some(dx.broadcast_mul(&inv_std)?))
     }
 }
 
