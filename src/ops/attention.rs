@@ -10,13 +10,12 @@
 //!   and multiplies by V. So the `windows × heads × n × n` logits never exist in
 //!   memory at once: at PRISM's first stage on a 96³ input they would be 484 MB per
 //!   pass, read and written five times by separate ops.
-//! - a differentiable path, used whenever a gradient is needed. It computes the scores with
-//!   candle's matmul, then bias, mask and softmax in one custom op ([`BiasedSoftmax`]) whose
-//!   backward pass works from the probabilities alone, so the graph keeps two `n×n` blocks
-//!   per window and head (scores and probabilities) instead of one per intermediate step.
-//!   Off the CPU, plain candle ops replace the custom op.
+//! - a differentiable path, used whenever a gradient is needed. One custom op
+//!   ([`AttentionWeights`]) computes scores, bias, mask and softmax, and its backward pass works
+//!   from the weights alone, so the graph keeps one `n×n` block per window and head instead of
+//!   one per intermediate step. Off the CPU, plain candle ops replace the custom op.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::fused::softmax_row_f32;
@@ -65,84 +64,117 @@ fn unfused(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Result<Te
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
 
-    let scores = q.matmul(&k.t()?)?;
-    let on_cpu = matches!(scores.device(), Device::Cpu) && matches!(scores.dtype(), DType::F32 | DType::F64);
+    let on_cpu = matches!(q.device(), Device::Cpu) && matches!(q.dtype(), DType::F32 | DType::F64);
     let weights = if on_cpu {
-        let op = BiasedSoftmax { class: class.to_vec1::<u32>()? };
-        scores.contiguous()?.apply_op2(&bias.contiguous()?, op)?
+        let op = AttentionWeights { class: class.to_vec1::<u32>()? };
+        q.apply_op3(&k, &bias.contiguous()?, op)?
     } else {
-        softmax_last_dim(&(scores + bias.index_select(class, 0)?)?)?
+        softmax_last_dim(&(q.matmul(&k.t()?)? + bias.index_select(class, 0)?)?)?
     };
     weights.matmul(&v)?.transpose(1, 2)?.reshape((nw, n, heads * hd))
 }
 
-/// `softmax(scores + bias[class(w)])` over the last axis, for scores `[nw, heads, n, n]` and
-/// bias `[m, heads, n, n]`, differentiable w.r.t. both.
+/// `softmax(Q Kᵀ + bias[class(w)])` over the last axis, for Q and K `[nw, heads, n, hd]` (Q already
+/// scaled) and bias `[m, heads, n, n]`: the attention weights `[nw, heads, n, n]`, differentiable
+/// w.r.t. all three. The scores never outlive the forward pass.
 ///
-/// Backward from the probabilities P and the incoming gradient G: the score gradient is
-/// `P ⊙ (G − Σ_row G ⊙ P)`, and the gradient of bias class `c` is the sum of the score gradients
-/// of the windows in class `c`.
-struct BiasedSoftmax {
+/// Backward from the weights P and the incoming gradient G: the score gradient is
+/// `S' = P ⊙ (G − Σ_row G ⊙ P)`, then `dQ = S' K`, `dK = S'ᵀ Q`, and the gradient of bias class
+/// `c` is the sum of `S'` over the windows in class `c`.
+struct AttentionWeights {
     class: Vec<u32>,
 }
 
-impl BiasedSoftmax {
-    fn run<T: Copy + Send + Sync>(
+impl AttentionWeights {
+    fn run<T: Copy + Send + Sync + 'static>(
         &self,
-        scores: &[T],
-        bias: &[T],
-        dims: (usize, usize, usize),
+        (q, k, bias): (&[T], &[T], &[T]),
+        (heads, n, hd, classes): (usize, usize, usize, usize),
+        (zero, one): (T, T),
         softmax: impl Fn(&[T], &[T], &mut [T]) + Sync,
     ) -> Result<Vec<T>> {
-        let (heads, n, classes) = dims;
         if self.class.iter().any(|&c| c as usize >= classes) {
-            bail!("biased-softmax: a window class is not below {classes}");
+            bail!("attention-weights: a window class is not below {classes}");
         }
-        let mut out = scores.to_vec();
-        out.par_chunks_mut(n).enumerate().for_each(|(row, dst)| {
-            let (w, h, i) = (row / (heads * n), (row / n) % heads, row % n);
-            let start = ((self.class[w] as usize * heads + h) * n + i) * n;
-            softmax(&scores[row * n..(row + 1) * n], &bias[start..start + n], dst);
-        });
+        let mut out = vec![zero; self.class.len() * heads * n * n];
+        out.par_chunks_mut(n * n).enumerate().for_each_init(
+            || vec![zero; n * n],
+            |scores, (task, dst)| {
+                let (w, h) = (task / heads, task % heads);
+                let (qt, kt) = (&q[task * n * hd..(task + 1) * n * hd], &k[task * n * hd..(task + 1) * n * hd]);
+                // SAFETY: Q and K are this task's [n, hd] blocks, scores is [n, n], all row-major.
+                unsafe {
+                    gemm::gemm(
+                        n, n, hd,
+                        scores.as_mut_ptr(), 1, n as isize, false,
+                        qt.as_ptr(), 1, hd as isize,
+                        kt.as_ptr(), hd as isize, 1,
+                        zero, one,
+                        false, false, false, gemm::Parallelism::None,
+                    );
+                }
+                let table = (self.class[w] as usize * heads + h) * n * n;
+                for ((src, b), d) in scores.chunks(n).zip(bias[table..table + n * n].chunks(n)).zip(dst.chunks_mut(n)) {
+                    softmax(src, b, d);
+                }
+            },
+        );
         Ok(out)
     }
 }
 
-impl CustomOp2 for BiasedSoftmax {
+impl CustomOp3 for AttentionWeights {
     fn name(&self) -> &'static str {
-        "biased-softmax"
+        "attention-weights"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let &[nw, heads, n, n2] = l1.dims() else { bail!("biased-softmax: scores must be 4-D") };
-        let &[classes, bh, bn, bn2] = l2.dims() else { bail!("biased-softmax: bias must be 4-D") };
-        if n != n2 || (bh, bn, bn2) != (heads, n, n) || self.class.len() != nw {
-            bail!("biased-softmax: scores {:?} and bias {:?} do not match", l1.dims(), l2.dims());
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let &[nw, heads, n, hd] = l1.dims() else { bail!("attention-weights: Q must be 4-D") };
+        let &[classes, bh, bn, bn2] = l3.dims() else { bail!("attention-weights: bias must be 4-D") };
+        if l2.dims() != l1.dims() || (bh, bn, bn2) != (heads, n, n) || self.class.len() != nw {
+            bail!("attention-weights: Q {:?}, K {:?} and bias {:?} do not match", l1.dims(), l2.dims(), l3.dims());
         }
-        let dims = (heads, n, classes);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(s), CpuStorage::F32(b)) => {
-                let (s, b) = (contiguous(s, l1)?, contiguous(b, l2)?);
-                CpuStorage::F32(self.run(s, b, dims, |s, b, dst| {
+        let dims = (heads, n, hd, classes);
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(b)) => {
+                let operands = (contiguous(q, l1)?, contiguous(k, l2)?, contiguous(b, l3)?);
+                CpuStorage::F32(self.run(operands, dims, (0.0, 1.0), |s, b, dst| {
                     let logits: Vec<f32> = s.iter().zip(b).map(|(x, y)| x + y).collect();
                     softmax_row_f32(&logits, dst);
                 })?)
             }
-            (CpuStorage::F64(s), CpuStorage::F64(b)) => {
-                let (s, b) = (contiguous(s, l1)?, contiguous(b, l2)?);
-                CpuStorage::F64(self.run(s, b, dims, softmax_row_f64)?)
+            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(b)) => {
+                let operands = (contiguous(q, l1)?, contiguous(k, l2)?, contiguous(b, l3)?);
+                CpuStorage::F64(self.run(operands, dims, (0.0, 1.0), softmax_row_f64)?)
             }
-            _ => bail!("biased-softmax: expected f32 or f64 scores and bias of one dtype"),
+            _ => bail!("attention-weights: expected f32 or f64 operands of one dtype"),
         };
-        Ok((out, l1.shape().clone()))
+        Ok((out, Shape::from((nw, heads, n, n))))
     }
 
-    fn bwd(&self, _scores: &Tensor, bias: &Tensor, probs: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        bias: &Tensor,
+        probs: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let row_dot = (grad * probs)?.sum_keepdim(3)?;
         let grad_scores = (probs * grad.broadcast_sub(&row_dot)?)?;
+        let grad_q = grad_scores.matmul(k)?;
+        let grad_k = grad_scores.t()?.matmul(q)?;
         let class = Tensor::new(self.class.as_slice(), probs.device())?;
         let grad_bias = bias.zeros_like()?.index_add(&class, &grad_scores, 0)?;
-        Ok((Some(grad_scores), Some(grad_bias)))
+        Ok((Some(grad_q), Some(grad_k), Some(grad_bias)))
     }
 }
 
@@ -295,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn biased_softmax_gradients_match_candle_ops() {
+    fn attention_weights_gradients_match_candle_ops() {
         let dev = Device::Cpu;
         let (nw, n, heads, hd, m) = (5, 7, 2, 3, 3);
         let qkv = candle_core::Var::randn(0f64, 1.0, (nw, n, 3, heads, hd), &dev).unwrap();
