@@ -169,9 +169,9 @@ fn normal(rng: &mut impl Rng) -> f32 {
 
 /// Runs one optimization step on a fresh batch and returns the loss terms.
 ///
-/// NOTE: with gradients recorded, attention, norms and softmax take candle's unfused operations,
-/// so a step is about 1.7 times slower than torch's and needs about four times its memory
-/// (docs/BENCHMARKS.md); differentiable fused kernels would close that gap.
+/// NOTE: a step needs about 1.7 times the memory of torch's (docs/BENCHMARKS.md): besides the
+/// attention weights, the graph keeps every element-wise intermediate of the MLPs, residual
+/// adds and activations.
 pub fn train_step(
     net: &SwinUnetr,
     optimizer: &mut AdamW,
