@@ -191,3 +191,24 @@ fn predict_rejects_template_leaving_out_dir() {
         assert_eq!(out.status.code(), Some(2), "{template}");
     }
 }
+
+#[test]
+fn predict_takes_dicom_series_folder() {
+    let Some(model) = model() else { return };
+    let series = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dicom/series_axial_t1");
+    if !series.exists() {
+        eprintln!("skipped: {} is absent", series.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = predict(&model, dir.path()).arg(&series).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+
+    // The label map has the series' grid: 160 columns, 192 rows, 80 slices.
+    let id = rows[1].split(',').next().unwrap();
+    let (labels, _) = load_volume(&dir.path().join(format!("{id}.nii.gz")), None).unwrap();
+    assert_eq!(labels.shape(), [160, 192, 80]);
+}
