@@ -176,3 +176,21 @@ fn eval_scores_prediction_folder() {
     assert!(text.starts_with("case,label,"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("lesion_crop,1,")));
 }
+
+#[test]
+fn train_rejects_bad_numbers_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("absent.csv");
+    for (flag, value) in [("--batch-size", "0"), ("--val-fraction", "2"), ("--lr", "0")] {
+        let mut args = train_args(&csv, &dir.path().join("run"), 1);
+        let at = args.iter().position(|a| a == flag).map(|i| i + 1);
+        match at {
+            Some(i) => args[i] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+        let out = Command::new(binary()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+    }
+}

@@ -296,7 +296,8 @@ fn run_predict(args: &PredictArgs, reporter: &mut Reporter) -> Result<Summary> {
     }
     let table = args.labels.as_deref().map(read_label_table).transpose()?;
     let names = label_names(table.as_ref(), &described, classes);
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| Error::io(&args.out_dir, e))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| Error::file(&args.out_dir, format!("cannot create the output folder: {e}")))?;
 
     let mut header = vec!["id".to_string(), "path".to_string(), "label_map".to_string()];
     header.extend(names.iter().skip(1).map(|n| volume_column(n)));

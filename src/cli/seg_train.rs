@@ -157,6 +157,7 @@ fn parse_freeze(text: &str) -> std::result::Result<Freeze, String> {
 pub fn run_train(args: &TrainArgs) -> Result<Exit> {
     let spacing = three("--spacing", &args.spacing, |v| v.is_finite() && v >= 0.05)?;
     let roi = three("--roi", &args.roi, |v| v > 0 && v % 32 == 0)?;
+    check_numbers(args)?;
     let device = args.device.open()?;
 
     let list = read_case_list(args)?;
@@ -221,6 +222,26 @@ pub fn run_train(args: &TrainArgs) -> Result<Exit> {
         export_model(&trainable, &args.out_dir.join("model_best.safetensors"), &description)?;
     }
     Ok(outcome.exit())
+}
+
+/// Rejects values no run can use before any data is read.
+fn check_numbers(args: &TrainArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        return Err(Error::invalid("invalid --batch-size 0: give at least 1 crop per step"));
+    }
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        return Err(Error::invalid(format!(
+            "invalid --val-fraction {}: the held-out share of the cases must be in [0, 1)",
+            args.val_fraction
+        )));
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) || !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        return Err(Error::invalid(format!(
+            "invalid --lr {} or --weight-decay {}: give a positive learning rate and a weight decay of at least 0",
+            args.lr, args.weight_decay
+        )));
+    }
+    Ok(())
 }
 
 fn read_case_list(args: &TrainArgs) -> Result<CaseList> {
