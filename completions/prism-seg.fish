@@ -60,7 +60,7 @@ complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l feature-si
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l freeze -d 'Encoder parameters kept fixed: none, all, or N (patch embedding and the first N stages)' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l spacing -d 'Voxel spacing in mm the cases are resampled to: one value or three' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l roi -d 'Training crop size in voxels: one edge or three, multiples of 32' -r
-complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l batch-size -d 'Crops per step' -r
+complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l batch-size -d 'Crops per step. Memory grows with it: at the published size (feature size 48) one 96³ crop needs about 16 GB on the CPU, one 64³ crop about 7 GB' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l lr -d 'Peak learning rate of AdamW' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l weight-decay -d 'AdamW weight decay (not applied to biases and norm weights)' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand train" -l warmup-steps -d 'Steps of linear warm-up before the cosine decay' -r

@@ -69,8 +69,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_delimiter = ',', default_value = "96")]
     pub roi: Vec<usize>,
 
-    /// Crops per step
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    /// Crops per step. Memory grows with it: at the published size (feature size 48) one 96³
+    /// crop needs about 16 GB on the CPU, one 64³ crop about 7 GB
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub batch_size: usize,
 
     /// Peak learning rate of AdamW
