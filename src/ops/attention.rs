@@ -314,7 +314,7 @@ mod tests {
         assert!(max_abs_diff(&fused, &reference) < 1e-5);
     }
 
-    /// The plain candle-op path that the custom op replaces on the CPU.
+    /// Computes the attention with the plain candle ops the custom op replaces on the CPU.
     fn reference(qkv: &Tensor, bias: &Tensor, class: &Tensor, scale: f64) -> Tensor {
         let (nw, n, _, heads, hd) = qkv.dims5().unwrap();
         let qkv = qkv.permute((2, 0, 3, 1, 4)).unwrap();

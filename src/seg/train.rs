@@ -69,8 +69,8 @@ pub struct Trainable {
 }
 
 /// Builds the trainable network. `config` gives the shape when starting from scratch or from an
-/// encoder (its encoder part must then match the checkpoint's, see
-/// [`crate::weights::infer_swin_config`]); a whole SwinUNETR checkpoint brings its own.
+/// encoder, and its encoder part must then match the checkpoint's (see
+/// [`crate::weights::infer_swin_config`]). A whole SwinUNETR checkpoint brings its own shape.
 pub fn build(config: &SwinUnetrConfig, init: Init<'_>, device: &Device, rng: &mut impl Rng) -> Result<Trainable> {
     let varmap = VarMap::new();
     let net = SwinUnetr::load(config, VarBuilder::from_varmap(&varmap, DType::F32, device))
@@ -206,9 +206,9 @@ pub fn frozen_copy(trainable: &Trainable, device: &Device) -> Result<SwinUnetr> 
     Ok(SwinUnetr::load(&config, VarBuilder::from_tensors(tensors, DType::F32, device))?)
 }
 
-/// Mean foreground Dice of `net` over whole validation cases (sliding windows of `roi`, overlap
-/// 0.5), each class weighted equally; classes absent from both prediction and reference count
-/// as 1, as in [`evaluate_labels`].
+/// Computes the mean foreground Dice of `net` over whole validation cases (sliding windows of
+/// `roi`, overlap 0.5), each class weighted equally. A class absent from both prediction and
+/// reference counts as 1, as in [`evaluate_labels`].
 pub fn validation_dice(net: &SwinUnetr, cases: &[Case], roi: [usize; 3], device: &Device) -> Result<f64> {
     let window = SlidingWindow { roi, overlap: 0.5, mirror: false };
     let mut total = 0.0;
