@@ -91,16 +91,7 @@ impl Collector {
         let plane = h * w;
         let n = slab.depth * plane;
         let labels = self.labels.as_slice_mut().ok_or_else(|| Error::invalid("label array not contiguous"))?;
-        let out = &mut labels[slab.start * plane..slab.start * plane + n];
-        for (v, label) in out.iter_mut().enumerate() {
-            let mut best = 0;
-            for k in 1..self.classes {
-                if slab.values[k * n + v] > slab.values[best * n + v] {
-                    best = k;
-                }
-            }
-            *label = best as f32;
-        }
+        slab.argmax_into(self.classes, &mut labels[slab.start * plane..slab.start * plane + n], |k| k as f32);
 
         if let Some(p) = self.probabilities.as_mut() {
             softmax_into(p, &slab, self.classes, plane)?;

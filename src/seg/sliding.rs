@@ -72,6 +72,23 @@ pub struct Slab<'a> {
     pub values: &'a [f32],
 }
 
+impl Slab<'_> {
+    /// Writes the class with the largest output of each voxel to `out` (one entry per voxel of
+    /// the slab, C order); ties go to the lower class.
+    pub fn argmax_into<T>(&self, classes: usize, out: &mut [T], label: impl Fn(usize) -> T) {
+        let n = out.len();
+        for (v, dst) in out.iter_mut().enumerate() {
+            let mut best = 0;
+            for k in 1..classes {
+                if self.values[k * n + v] > self.values[best * n + v] {
+                    best = k;
+                }
+            }
+            *dst = label(best);
+        }
+    }
+}
+
 /// Runs `net` over windows of `input` `[1, C, D, H, W]` and passes the blended output, slab by
 /// slab in increasing order along the first axis, to `emit`. `net` maps a window
 /// `[1, C, r0, r1, r2]` to `[1, classes, r0, r1, r2]`.

@@ -225,7 +225,7 @@ pub fn validation_dice(net: &SwinUnetr, cases: &[Case], roi: [usize; 3], device:
     Ok(if count == 0 { 0.0 } else { total / count as f64 })
 }
 
-/// Label map of a loaded case (already on the network's grid).
+/// Segments a loaded case, which is already on the network's grid.
 fn predict_case(net: &SwinUnetr, case: &Case, window: &SlidingWindow, device: &Device) -> Result<ndarray::Array3<u32>> {
     let [d, h, w] = case.shape();
     let channels: Vec<Tensor> = case
@@ -240,10 +240,7 @@ fn predict_case(net: &SwinUnetr, case: &Case, window: &SlidingWindow, device: &D
     sliding::run(&input, classes, window, |x| Ok(net.forward(x)?), |slab| {
         let n = slab.depth * plane;
         let out = labels.as_slice_mut().ok_or_else(|| Error::invalid("label array not contiguous"))?;
-        for v in 0..n {
-            let best = (0..classes).max_by(|&a, &b| slab.values[a * n + v].total_cmp(&slab.values[b * n + v]));
-            out[slab.start * plane + v] = best.unwrap_or(0) as u32;
-        }
+        slab.argmax_into(classes, &mut out[slab.start * plane..slab.start * plane + n], |k| k as u32);
         Ok(())
     })?;
     Ok(labels)
