@@ -42,7 +42,7 @@ complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l overlap 
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l preprocess -d 'Preprocessing: `prism` (RAS+, resampling to --spacing, foreground crop, z-score over non-zero voxels, zero padding to a multiple of 32) or `none` (the voxel array as it is)' -r -f -a "prism\t''
 none\t''"
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l spacing -d 'Voxel spacing in mm the network runs at, one value or three (default: the model description\'s, else 1)' -r
-complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l labels -d 'Label names for the CSV columns: a CSV `id,name` or text lines `ID name` (as the AAL atlas ships them); default: the model description\'s names, else label_K' -r -F
+complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l labels -d 'Label names for the CSV columns, from a CSV `id,name` or text lines `ID name` (the AAL atlas format). Default: the model description\'s names, else label_K' -r -F
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l volume -d 'Volume of 4-D inputs to segment (0-based)' -r
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l overwrite -d 'Ignore the rows of an earlier run in FILE and FILE.partial and compute every input again'
 complete -c prism-seg -n "__fish_prism_seg_using_subcommand predict" -l keep-going -d 'Continue after an input fails; the exit status is then 1 if any input failed. Without it the first failure stops the run (rows written so far are kept)'

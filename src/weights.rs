@@ -164,12 +164,12 @@ pub fn load_encoder(path: &Path, device: &Device) -> Result<SwinEncoder> {
     SwinEncoder::load(&cfg, vb).map_err(|e| Error::file(path, format!("cannot build the encoder: {e}")))
 }
 
-/// Name of SwinUNETR's output convolution weight, [classes, feature_size, 1, 1, 1]; its
-/// presence tells a full segmentation network from an encoder-only checkpoint.
+/// Name of SwinUNETR's output convolution weight, [classes, feature_size, 1, 1, 1]. Only a
+/// full segmentation network has it, an encoder-only checkpoint does not.
 pub const SEG_HEAD_WEIGHT: &str = "out.conv.conv.weight";
 
 impl Checkpoint {
-    /// Every tensor with the DataParallel `module.` prefix removed.
+    /// Returns every tensor with the DataParallel `module.` prefix removed.
     pub fn unwrapped(&self) -> HashMap<String, Tensor> {
         self.tensors
             .iter()
@@ -177,7 +177,7 @@ impl Checkpoint {
             .collect()
     }
 
-    /// Whether the checkpoint holds a whole SwinUNETR (encoder, decoder and output head).
+    /// Returns whether the checkpoint contains a whole SwinUNETR (encoder, decoder and output head).
     pub fn has_segmentation_head(&self) -> bool {
         self.unwrapped().contains_key(SEG_HEAD_WEIGHT)
     }

@@ -3,8 +3,8 @@
 //! Runs use the SwinUNETR reference network (feature size 12, four classes) with `--spacing 4`,
 //! which keeps the MNI152 T1 to one 64³ window. Its logits carry no anatomy, so the tests check
 //! behaviour: grids, files, rows, resumption and errors. The 26 MB network is read from the
-//! shared reference data beside the repository; tests that need it print a note and pass where
-//! it is absent.
+//! shared reference data beside the repository. Where it is absent, the tests that need it print
+//! a note and pass.
 
 use std::path::{Path, PathBuf};
 

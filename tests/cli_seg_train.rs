@@ -1,10 +1,9 @@
 //! `prism-seg train` and `prism-seg eval` through the binary, as a Slurm job would run them.
 //!
 //! The training case is the MNI152 T1 with a three-class label map made from its own
-//! intensities (background, darker and brighter half of the brain), resampled to 6 mm, and the
-//! crops are 32³, so a step of a small SwinUNETR (feature size 12) takes a second and little
-//! memory. The
-//! numbers carry no meaning; the tests check files, exit codes and exact resumption.
+//! intensities (background, darker and brighter half of the brain), resampled to 6 mm. Crops
+//! are 32³, so a step of a small SwinUNETR (feature size 12) takes a second and little memory.
+//! The numbers carry no meaning, so the tests check files, exit codes and exact resumption.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};

@@ -3,7 +3,7 @@
 //!
 //! The network is the SwinUNETR reference (feature size 12, four classes, every parameter moved
 //! off its initial value). Its 26 MB state dict is read from the shared reference data beside
-//! the repository; tests that need it print a note and pass where it is absent.
+//! the repository. Where it is absent, the tests that need it print a note and pass.
 
 use std::path::{Path, PathBuf};
 

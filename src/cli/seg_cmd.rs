@@ -3,9 +3,9 @@
 //!
 //! `prism-seg predict` writes one label map per scan into `--out-dir` (`{id}.nii.gz` by default, on
 //! the scan's own grid: same shape and affine) and one CSV row per scan of label volumes in mm³.
-//! Rows go to standard output or `-o FILE`, which a rerun resumes as `prism-embed` does; a scan
-//! whose label map already exists is not run through the network again (its volumes are read
-//! back from the map) unless `--overwrite` is given.
+//! Rows go to standard output or `-o FILE`, which a rerun resumes as `prism-embed` does. A scan
+//! whose label map already exists is not run through the network again, unless `--overwrite` is
+//! given: its volumes are read back from the map.
 //!
 //! A model may have a JSON description beside it (`model.safetensors` → `model.json`, written
 //! by `prism-seg train`) giving label names, the voxel spacing and window size it was trained
@@ -86,7 +86,7 @@ impl SegCli {
     }
 }
 
-/// Runs the chosen verb and returns the exit code of a run that got going; `Err` is a failure
+/// Runs the chosen verb and returns the exit code of a run that started. `Err` is a failure
 /// before that (arguments, model, data, output), which exits 2.
 pub fn run(cli: &SegCli, reporter: &mut Reporter) -> Result<Exit> {
     match &cli.command {
@@ -150,8 +150,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub qc: bool,
 
-    /// Label names for the CSV columns: a CSV `id,name` or text lines `ID name` (as the
-    /// AAL atlas ships them); default: the model description's names, else label_K
+    /// Label names for the CSV columns, from a CSV `id,name` or text lines `ID name` (the
+    /// AAL atlas format). Default: the model description's names, else label_K
     #[arg(long, value_name = "TABLE")]
     pub labels: Option<PathBuf>,
 

@@ -3,8 +3,8 @@
 //!
 //! The PRISM encoder ([`SwinEncoder`], tensors under `swinViT.`) gives five stage outputs at
 //! 1/2 … 1/32 of the input resolution. Residual blocks `encoder1..4` turn the input and the first
-//! three stages into skip features, `encoder10` refines the deepest stage, and `decoder5..1`
-//! each double the resolution and fuse one skip, down to full resolution, where a 1×1×1
+//! three stages into skip features, and `encoder10` refines the deepest stage. Each of
+//! `decoder5..1` doubles the resolution and fuses one skip. At full resolution a 1×1×1
 //! convolution (`out`) gives one logit per class. Channel counts, with feature size f:
 //!
 //! | block | input | output |

@@ -3,7 +3,7 @@
 //!
 //! The label of a voxel is the argmax of the blended logits on the network's grid. Labels return
 //! to the input grid with nearest-neighbour sampling after undoing crop, padding and
-//! resampling; reorientation is undone exactly, so the output has the input's shape and affine
+//! resampling. Reorientation is undone exactly, so the output has the input's shape and affine
 //! whatever its orientation and spacing. Probabilities (softmax of the blended logits) return
 //! with trilinear sampling.
 

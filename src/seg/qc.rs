@@ -2,9 +2,9 @@
 //! written as one RGB PNG.
 //!
 //! Both volumes are reordered to RAS+ first, so every picture has the same layout whatever the
-//! file's voxel order: axial, coronal and sagittal panels side by side, in the neurological
-//! convention (patient left on the picture's left, anterior and superior at the top; the
-//! sagittal panel has posterior on the left). Panels are sampled at the smallest voxel spacing with
+//! file's voxel order. Axial, coronal and sagittal panels stand side by side in the neurological
+//! convention: patient left on the picture's left, anterior and superior at the top, and
+//! posterior on the left of the sagittal panel. Panels are sampled at the smallest voxel spacing with
 //! nearest neighbours, so anisotropic scans keep their true proportions. Slices pass through the
 //! centre of the labelled region's bounding box (the volume's centre when nothing is labelled).
 

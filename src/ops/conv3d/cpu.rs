@@ -155,9 +155,9 @@ fn grad_weight_explicit<T: ConvElement>(x: &[T], grad_out: &[T], g: &ConvGeometr
     let weight_len = g.out_channels * k;
     let col_len = k.next_multiple_of(kernel.map_or(1, |kernel| kernel.nr)) * chunk_len;
 
-    // Partial sums over fixed groups of consecutive chunks, added in group order: the result
-    // does not depend on how rayon schedules the groups, so training runs repeat bit for bit
-    // (rayon's fold/reduce would split the work, and round the sums, differently every run).
+    // Partial sums over fixed groups of consecutive chunks are added in group order, so the
+    // result does not depend on rayon's scheduling and training runs repeat bit for bit.
+    // rayon's fold/reduce would split the work, and round the sums, differently every run.
     let new_state = || GradWeightState {
         grad: vec![T::ZERO; weight_len],
         col: vec![T::ZERO; col_len],
