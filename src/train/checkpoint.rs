@@ -306,6 +306,25 @@ pub fn exists(dir: &Path, kind: CheckpointKind) -> bool {
     kind.json_path(dir).is_file()
 }
 
+/// Returns the step of the `kind` checkpoint in `dir`, `None` when there is none, without
+/// reading its tensors.
+pub fn saved_step(dir: &Path, kind: CheckpointKind) -> Result<Option<u64>> {
+    let json_path = kind.json_path(dir);
+    if !json_path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(read_json(&json_path)?.step))
+}
+
+/// Returns the run configuration saved in the `kind` checkpoint in `dir`.
+pub fn saved_config(dir: &Path, kind: CheckpointKind) -> Result<serde_json::Value> {
+    let json_path = kind.json_path(dir);
+    if !json_path.is_file() {
+        return Err(Error::file(dir, format!("no {} checkpoint in this folder", kind.name())));
+    }
+    Ok(read_json(&json_path)?.config)
+}
+
 /// Restores `state` from the `kind` checkpoint in `dir`; `Ok(None)` when there is none.
 ///
 /// Every model variable and optimizer moment must be in the file with the shape and dtype of

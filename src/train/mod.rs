@@ -8,6 +8,7 @@
 //! logging, checkpoints and stopping; [`RunOutcome::exit`] gives the process exit code.
 
 pub mod checkpoint;
+pub mod init;
 pub mod log;
 pub mod optim;
 pub mod progress;
