@@ -1,0 +1,3 @@
+//! Parts of PRISM's self-supervised pretraining.
+
+pub mod synth;
