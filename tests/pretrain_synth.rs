@@ -1,8 +1,8 @@
 //! Tests of prism::pretrain::synth on hand-made arrays and real tissue and label maps.
 //!
-//! Expected values come from the drawn plan and the definitions of the steps: with only
-//! class means enabled, a voxel of label l is `mean[l] / max(mean)`, gamma raises that to
-//! γ, and the bias field at a control point is the control factor over the largest one.
+//! Expected values come from the drawn plan and the definitions of the steps. With only
+//! class means enabled, a voxel of label l is `mean[l] / max(mean)` and gamma raises that
+//! to γ. The bias field at a control point is the control factor over the largest one.
 //! The shared data folder, when present, adds the MNI152 2009a grey- and white-matter
 //! probability maps (uint8, 0 to 255), 3-class tissue label maps of Colin27 and MNI152,
 //! and the 116-region AAL atlas on Colin27.
@@ -45,7 +45,7 @@ fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
-/// A 24 × 20 × 16 map of four blocks: background, then labels 1, 2 and 3 along i, with
+/// Builds a 24 × 20 × 16 map of four blocks: background, then labels 1, 2 and 3 along i, with
 /// a background border of 2 voxels.
 fn block_labels() -> Array3<u16> {
     let mut labels = Array3::<u16>::zeros((24, 20, 16));
@@ -339,8 +339,8 @@ fn gaussian_noise_has_configured_std() {
     };
     let image = render(&anatomy, &config, &mut rng(50));
 
-    // The noiseless image is 1 everywhere; after noise the maximum is rescaled to 1, so
-    // the ratio of the deviation to the mean is the configured fraction.
+    // The noiseless image is 1 everywhere. Rescaling the noisy maximum to 1 changes the
+    // mean and deviation alike, so their ratio is the configured fraction.
     let n = image.len() as f64;
     let mean = image.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = image.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
