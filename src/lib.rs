@@ -7,6 +7,7 @@
 //! - [`preprocess`]: reorientation, resampling, intensity normalization, crop and pad.
 //! - [`ops`]: differentiable 3-D tensor operations candle lacks (convolution, norms).
 //! - [`model`]: the networks (PRISM's Swin encoder, SwinUNETR).
+//! - [`pretrain`]: parts of self-supervised pretraining (synthetic contrasts).
 //! - [`seg`]: segmentation (sliding-window inference, prediction on whole scans).
 //! - [`train`]: optimizers, schedules, checkpoints and the loop shared by the training tools.
 //! - [`weights`]: checkpoint loading and conversion.

@@ -3,4 +3,5 @@
 //! loading, synthetic sequences).
 
 pub mod objective;
+pub mod synth;
 pub mod train;
