@@ -29,6 +29,7 @@ pub mod io;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod pretrain;
 pub mod seg;
 pub mod train;
 pub mod weights;
