@@ -6,8 +6,8 @@
 //! - [`io`]: reading and writing image files (NIfTI).
 //! - [`preprocess`]: reorientation, resampling, intensity normalization, crop and pad.
 //! - [`ops`]: differentiable 3-D tensor operations candle lacks (convolution, norms).
-//! - [`model`]: the networks (PRISM's Swin encoder, SwinUNETR).
-//! - [`pretrain`]: parts of self-supervised pretraining (synthetic contrasts).
+//! - [`model`]: the networks (PRISM's Swin encoder, its pretraining network, SwinUNETR).
+//! - [`pretrain`]: PRISM's self-supervised pretraining (objective, data pipeline, synthetic contrasts).
 //! - [`seg`]: segmentation (sliding-window inference, prediction on whole scans).
 //! - [`train`]: optimizers, schedules, checkpoints and the loop shared by the training tools.
 //! - [`weights`]: checkpoint loading and conversion.

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod convert_cmd;
 pub mod docs;
 pub mod embed_cmd;
+pub mod pretrain_cmd;
 pub mod inputs;
 pub mod output;
 pub mod progress;

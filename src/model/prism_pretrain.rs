@@ -246,8 +246,18 @@ impl PrismPretrain {
     /// Encodes `x` [B, 1, D, H, W] (each size a multiple of 32). With a style `w` [B, L] the
     /// sequence feature is replaced by its mix with w, as for synthesis.
     pub fn encode(&self, x: &Tensor, style: Option<&Tensor>) -> Result<Encoded> {
-        let stages = self.swin_vit.forward(x)?;
-        let latent = &stages[stages.len() - 1];
+        self.disentangle(&self.backbone(x)?, style)
+    }
+
+    /// The encoder's last stage (layer-normalized): the latent [B, L, D/32, H/32, W/32].
+    pub fn backbone(&self, x: &Tensor) -> Result<Tensor> {
+        let mut stages = self.swin_vit.forward(x)?;
+        stages.pop().ok_or_else(|| candle_core::Error::Msg("the encoder returned no stage".into()))
+    }
+
+    /// Splits a latent into structure and sequence features (mixing in `style` when given)
+    /// and aggregates them back.
+    pub fn disentangle(&self, latent: &Tensor, style: Option<&Tensor>) -> Result<Encoded> {
         let structure = self.structure.forward(latent)?;
         let mut sequence = self.sequence.forward(latent)?;
         if let Some(w) = style {

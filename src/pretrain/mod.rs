@@ -2,6 +2,7 @@
 //! the trainable network, and the data pipeline (manifest, crops, corruption, background
 //! loading, synthetic sequences).
 
+pub mod data;
 pub mod objective;
 pub mod synth;
 pub mod train;

@@ -178,10 +178,16 @@ pub fn reconstruction_step(net: &PrismPretrain, x: &StepInputs, cfg: &ObjectiveC
     Ok((loss, recon.detach()))
 }
 
-/// Renders the anatomy of `clean` under the style made from noise `z`.
-pub fn synthesize(net: &PrismPretrain, clean: &Tensor, z: &Tensor) -> Result<(Tensor, Tensor)> {
+/// Renders the anatomy of `clean` under the style made from noise `z`; also returns the
+/// structure projection of `clean`. With `frozen_encoder` the encoder's output is detached:
+/// the generator step trains nothing upstream of it, so its backward pass would be wasted.
+pub fn synthesize(net: &PrismPretrain, clean: &Tensor, z: &Tensor, frozen_encoder: bool) -> Result<(Tensor, Tensor)> {
     let w = net.style(z)?;
-    let encoded = net.encode(clean, Some(&w))?;
+    let mut latent = net.backbone(clean)?;
+    if frozen_encoder {
+        latent = latent.detach();
+    }
+    let encoded = net.disentangle(&latent, Some(&w))?;
     let synthetic = net.decode(&encoded.latent, Some(&w))?;
     let real_structure = net.heads(&encoded)?.structure_projection;
     Ok((synthetic, real_structure))
@@ -203,8 +209,12 @@ pub fn discriminator_step(
     let real_heads = net.heads(&real)?;
     let real_logit = net.discriminate(&real)?;
     let recon_logit = net.discriminate(&net.encode(recon, None)?)?;
-    let (synthetic, _) = synthesize(net, &x.clean, z)?;
-    let fake_logit = net.discriminate(&net.encode(&synthetic.detach(), None)?)?;
+    // Detached inside the block, so the generator's graph is freed before the encoder runs.
+    let synthetic = {
+        let (synthetic, _) = synthesize(net, &x.clean, z, true)?;
+        synthetic.detach()
+    };
+    let fake_logit = net.discriminate(&net.encode(&synthetic, None)?)?;
 
     let adversarial = ((real_loss(&real_logit)? + fake_loss(&recon_logit)?)? + fake_loss(&fake_logit)?)?;
     let seq = sequence_loss(&real_heads.sequence_parameters, &x.sequence, &x.sequence_mask, cfg.sequence_scale)?;
@@ -225,7 +235,7 @@ pub fn generator_step(net: &PrismPretrain, x: &StepInputs, z: &Tensor, cfg: &Obj
     let recon = net.decode(&encoded.latent, None)?;
     let recon_logit = net.discriminate(&net.encode(&recon, None)?)?;
 
-    let (synthetic, real_structure) = synthesize(net, &x.clean, z)?;
+    let (synthetic, real_structure) = synthesize(net, &x.clean, z, true)?;
     let fake = net.encode(&synthetic, None)?;
     let fake_logit = net.discriminate(&fake)?;
     let fake_structure = net.heads(&fake)?.structure_projection;

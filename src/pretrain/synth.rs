@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The anatomy to render, on the voxel grid of the output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Anatomy {
     /// A label map: 0 is the background, every other value is its own class.
     Labels(Array3<u16>),

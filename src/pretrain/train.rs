@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
 
+use super::data::BatchTensors;
 use super::objective::{
     discriminator_step, generator_step, reconstruction_step, style_noise, ObjectiveConfig, StepInputs, StepLoss,
 };
@@ -172,6 +173,18 @@ pub fn training_state(trainable: &Trainable, settings: OptimizerSettings, seed: 
     TrainState::new(vars, optimizers, seed)
 }
 
+impl From<BatchTensors> for StepInputs {
+    fn from(b: BatchTensors) -> StepInputs {
+        StepInputs {
+            clean: b.clean,
+            corrupted: b.corrupted,
+            sequence: b.seq_params,
+            sequence_mask: b.seq_mask,
+            body_part: b.body_part,
+        }
+    }
+}
+
 /// Runs steps A, B and (when due) C on one batch and returns every loss term by name. On the
 /// steps that skip C its terms are absent, and the log leaves their cells empty.
 pub fn train_step(net: &PrismPretrain, state: &mut TrainState, x: &StepInputs, cfg: &ObjectiveConfig) -> Result<Losses> {
@@ -180,20 +193,24 @@ pub fn train_step(net: &PrismPretrain, state: &mut TrainState, x: &StepInputs, c
     let latent = net.config().latent_dim();
     let device = x.clean.device().clone();
 
-    let (loss_a, recon) = reconstruction_step(net, x, cfg)?;
-    apply(state, 0, &loss_a)?;
-    record(&mut losses, "a", &loss_a)?;
-
-    let z = style_noise(batch, latent, &mut state.rng, &device)?;
-    let loss_b = discriminator_step(net, x, &recon, &z, cfg)?;
-    apply(state, 1, &loss_b)?;
-    record(&mut losses, "b", &loss_b)?;
-
+    // Each step's graph is dropped before the next starts, so only one is in memory.
+    let recon = {
+        let (loss, recon) = reconstruction_step(net, x, cfg)?;
+        apply(state, 0, &loss)?;
+        record(&mut losses, "a", &loss)?;
+        recon
+    };
+    {
+        let z = style_noise(batch, latent, &mut state.rng, &device)?;
+        let loss = discriminator_step(net, x, &recon, &z, cfg)?;
+        apply(state, 1, &loss)?;
+        record(&mut losses, "b", &loss)?;
+    }
     if cfg.generator_every > 0 && state.step.is_multiple_of(cfg.generator_every) {
         let z = style_noise(batch, latent, &mut state.rng, &device)?;
-        let loss_c = generator_step(net, x, &z, cfg)?;
-        apply(state, 2, &loss_c)?;
-        record(&mut losses, "c", &loss_c)?;
+        let loss = generator_step(net, x, &z, cfg)?;
+        apply(state, 2, &loss)?;
+        record(&mut losses, "c", &loss)?;
     }
     Ok(losses)
 }
