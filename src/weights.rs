@@ -164,6 +164,32 @@ pub fn load_encoder(path: &Path, device: &Device) -> Result<SwinEncoder> {
     SwinEncoder::load(&cfg, vb).map_err(|e| Error::file(path, format!("cannot build the encoder: {e}")))
 }
 
+/// Name under which provenance records the built-in encoder.
+pub const BUILTIN_ENCODER: &str = "builtin:prism-mri-default-f12";
+
+/// The encoder built into the binaries, used when no weights are given: feature size 12,
+/// pretrained by `prism-pretrain` on open brain MRI (model card: docs/models/default-encoder.md).
+/// It is small enough to ship and gives meaningful embeddings without a download; it is not
+/// PRISM's published model.
+static BUILTIN_ENCODER_BYTES: &[u8] = include_bytes!("../weights/default-encoder.safetensors");
+
+/// Builds the built-in encoder on `device`.
+pub fn load_builtin_encoder(device: &Device) -> Result<SwinEncoder> {
+    let name = Path::new(BUILTIN_ENCODER);
+    let tensors = candle_core::safetensors::load_buffer(BUILTIN_ENCODER_BYTES, &Device::Cpu)
+        .map_err(|e| Error::file(name, format!("the built-in weights are unreadable: {e}")))?;
+    let tensors = Checkpoint { tensors }.encoder_tensors(name)?;
+    let cfg = infer_swin_config(&tensors, name)?;
+    let vb = VarBuilder::from_tensors(to_f32(tensors)?, DType::F32, device);
+    SwinEncoder::load(&cfg, vb).map_err(|e| Error::file(name, format!("cannot build the encoder: {e}")))
+}
+
+/// SHA-256 of the built-in encoder's safetensors bytes, as hex.
+pub fn builtin_encoder_sha256() -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(BUILTIN_ENCODER_BYTES).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Name of SwinUNETR's output convolution weight, [classes, feature_size, 1, 1, 1]. Only a
 /// full segmentation network has it, an encoder-only checkpoint does not.
 pub const SEG_HEAD_WEIGHT: &str = "out.conv.conv.weight";

@@ -152,14 +152,22 @@ fn rerun_resumes_and_keeps_finished_rows() {
 }
 
 #[test]
-fn missing_weights_exit_2_with_the_fix() {
+fn no_weights_uses_the_builtin_encoder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("emb.csv");
     let mut cmd = Command::cargo_bin("prism-embed").unwrap();
-    cmd.env_remove("PRISM_WEIGHTS").arg(data("mni152_2009a_t1.nii.gz"));
-    let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--weights"), "{err}");
-    assert!(err.contains("PRISM_WEIGHTS"), "{err}");
+    cmd.env_remove("PRISM_WEIGHTS").args(["--spacing", "4", "-o"]).arg(&out).arg(data("mni152_2009a_t1.nii.gz"));
+    let result = cmd.output().unwrap();
+    assert_eq!(result.status.code(), Some(0), "{}", String::from_utf8_lossy(&result.stderr));
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("built-in encoder"), "{err}");
+
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    // id, path, then one column per channel of the last stage: 16 × feature size 12.
+    assert_eq!(header.len(), 2 + 192);
+    let provenance = std::fs::read_to_string(tmp.path().join("emb.csv.json")).unwrap();
+    assert!(provenance.contains("builtin:prism-mri-default-f12"), "{provenance}");
 }
 
 #[test]

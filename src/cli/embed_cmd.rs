@@ -52,7 +52,8 @@ pub struct EmbedCli {
     pub batch: BatchArgs,
 
     /// PRISM encoder weights: a PRISM checkpoint (.pt), a state dict, or .safetensors;
-    /// the environment variable PRISM_WEIGHTS gives a default
+    /// the environment variable PRISM_WEIGHTS gives a default. Without either, the small
+    /// built-in encoder (feature size 12, pretrained on open brain MRI) is used
     #[arg(short, long, value_name = "FILE", env = "PRISM_WEIGHTS", hide_env_values = true)]
     pub weights: Option<PathBuf>,
 
@@ -156,16 +157,6 @@ pub enum PoolingMode {
     Last,
     /// Means of all five stage outputs, concatenated
     Multiscale,
-}
-
-/// Builds the error for a run without weights, saying where PRISM's checkpoint comes from.
-fn missing_weights() -> Error {
-    Error::invalid(
-        "no encoder weights: pass --weights FILE or set PRISM_WEIGHTS. The published PRISM \
-         checkpoint comes from the PRISM authors' release (Qiu et al., 2025) and is not bundled \
-         or downloaded by this tool; any PRISM/MONAI SwinUNETR-v2 checkpoint (.pt, state dict \
-         or .safetensors) works",
-    )
 }
 
 impl EmbedCli {
@@ -298,12 +289,21 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
     for warning in cli.ignored_options() {
         reporter.warn(&warning);
     }
-    let weights = cli.weights.clone().ok_or_else(missing_weights)?;
+    let weights = cli.weights.clone();
     let device = cli.batch.device.open()?;
 
     let items = apply_default_volume(select_items(&cli.batch, reporter)?, cli.volume)?;
 
-    let encoder = crate::weights::load_encoder(&weights, &device)?;
+    let encoder = match &weights {
+        Some(path) => crate::weights::load_encoder(path, &device)?,
+        None => {
+            reporter.info(&format!(
+                "no --weights: using the built-in encoder ({}), not PRISM's published model",
+                crate::weights::BUILTIN_ENCODER
+            ));
+            crate::weights::load_builtin_encoder(&device)?
+        }
+    };
     let mut header = vec!["id".to_string(), "path".to_string()];
     if cli.with_metadata {
         header.extend(METADATA_COLUMNS.map(String::from));
@@ -316,7 +316,7 @@ pub fn run(cli: &EmbedCli, reporter: &mut Reporter) -> Result<Summary> {
         preprocess,
         embed,
     };
-    let record = provenance_record(cli, &weights, &embedder)?;
+    let record = provenance_record(cli, weights.as_deref(), &embedder)?;
 
     let output = output_file(&cli.batch);
     let sink = match output {
@@ -372,12 +372,16 @@ const SETTINGS: [&str; 5] = ["weights", "preprocess", "pooling", "roi", "overlap
 
 /// Describes the computation behind the rows, for the `FILE.json` sidecar. The
 /// `settings` part decides whether rows of two runs may share one file.
-fn provenance_record(cli: &EmbedCli, weights: &Path, embedder: &Embedder) -> Result<Value> {
+fn provenance_record(cli: &EmbedCli, weights: Option<&Path>, embedder: &Embedder) -> Result<Value> {
+    let (sha256, weights_path) = match weights {
+        Some(path) => (sha256_file(path)?, path.display().to_string()),
+        None => (crate::weights::builtin_encoder_sha256(), crate::weights::BUILTIN_ENCODER.to_string()),
+    };
     let cfg = embedder.encoder.config();
     let p = &embedder.preprocess;
     let settings = serde_json::json!({
         "weights": {
-            "sha256": sha256_file(weights)?,
+            "sha256": sha256,
             "embed_dim": cfg.embed_dim,
             "depths": cfg.depths,
             "num_heads": cfg.num_heads,
@@ -399,7 +403,7 @@ fn provenance_record(cli: &EmbedCli, weights: &Path, embedder: &Embedder) -> Res
     });
     let details = serde_json::json!({
         "settings": settings,
-        "weights_path": weights.display().to_string(),
+        "weights_path": weights_path,
         "device": cli.batch.device.to_string(),
     });
     Ok(record(TOOL, details))

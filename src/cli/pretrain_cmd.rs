@@ -103,6 +103,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", default_value_t = 48)]
     pub feature_size: usize,
 
+    /// Swin blocks per encoder stage of a network started from scratch (PRISM's B, L and H
+    /// scales: 2,2,2,2; 2,2,6,2; 2,2,18,2)
+    #[arg(long, value_name = "N,N,N,N", value_delimiter = ',', default_value = "2,2,2,2")]
+    pub depths: Vec<usize>,
+
     /// Crop size in voxels (1 mm): one edge or three, multiples of 32
     #[arg(long, value_name = "N", value_delimiter = ',', default_value = "96")]
     pub roi: Vec<usize>,
@@ -391,6 +396,12 @@ fn check_numbers(args: &TrainArgs) -> Result<()> {
     if !(args.temperature.is_finite() && args.temperature > 0.0) {
         return Err(Error::invalid(format!("invalid --temperature {}: give a positive number", args.temperature)));
     }
+    if args.depths.len() != 4 || args.depths.contains(&0) {
+        return Err(Error::invalid(format!(
+            "invalid --depths {:?}: give four positive block counts, one per stage",
+            args.depths
+        )));
+    }
     if args.feature_size == 0 || args.feature_size % 12 != 0 {
         return Err(Error::invalid(format!(
             "invalid --feature-size {}: give a positive multiple of 12 (the stages have 3, 6, 12 and 24 heads)",
@@ -413,7 +424,7 @@ fn read_entries(data: &Path) -> Result<Vec<ManifestEntry>> {
 fn network_config(args: &TrainArgs) -> Result<PretrainConfig> {
     let encoder = match &args.init {
         Some(path) => infer_swin_config(&Checkpoint::read(path)?.encoder_tensors(path)?, path)?,
-        None => SwinConfig { embed_dim: args.feature_size, ..SwinConfig::prism_base() },
+        None => SwinConfig { embed_dim: args.feature_size, depths: args.depths.clone(), ..SwinConfig::prism_base() },
     };
     Ok(PretrainConfig::around(encoder))
 }
@@ -433,6 +444,7 @@ fn run_record(
         "val_data": args.val_data.as_ref().map(|p| p.display().to_string()),
         "init": args.init.as_ref().map(|p| p.display().to_string()),
         "feature_size": config.encoder.embed_dim,
+        "depths": config.encoder.depths,
         "roi": args.roi,
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -480,7 +492,13 @@ pub fn run_export(args: &ExportArgs) -> Result<Exit> {
     let feature_size = record.get("feature_size").and_then(|v| v.as_u64()).ok_or_else(|| {
         Error::file(kind.json_path(&args.run_dir), "not a prism-pretrain checkpoint: no feature_size in its config")
     })?;
-    let config = PretrainConfig::around(SwinConfig { embed_dim: feature_size as usize, ..SwinConfig::prism_base() });
+    let depths: Vec<usize> = match record.get("depths") {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| Error::file(kind.json_path(&args.run_dir), format!("invalid depths in its config: {e}")))?,
+        None => SwinConfig::prism_base().depths,
+    };
+    let encoder = SwinConfig { embed_dim: feature_size as usize, depths, ..SwinConfig::prism_base() };
+    let config = PretrainConfig::around(encoder);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let trainable: Trainable = build(&config, None, &Device::Cpu, &mut rng)?;
     let settings = OptimizerSettings { lr: 1e-3, weight_decay: 0.0, warmup_steps: 0, max_steps: 1 };
