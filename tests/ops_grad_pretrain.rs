@@ -236,7 +236,12 @@ fn upsample_kernel_matches_portable() {
     };
     let kernel_grad = grad_of(upsample_trilinear_x2);
     let portable_grad = grad_of(upsample_portable);
-    assert_matches("upsample gradient", &kernel_grad, &portable_grad, DType::F64);
+    assert_matches(
+        "upsample gradient",
+        &kernel_grad,
+        &portable_grad,
+        DType::F64,
+    );
 }
 
 #[test]
@@ -269,7 +274,7 @@ fn upsample_rejects_rank4_input() {
 #[test]
 fn upsample_finite_differences() {
     let x = pseudo_random(&[2, 2, 3, 4, 5], 45);
-    check_finite_differences("upsample", &[x.clone()], |t| {
+    check_finite_differences("upsample", std::slice::from_ref(&x), |t| {
         upsample_trilinear_x2(&t[0])
     });
     check_finite_differences("upsample portable", &[x], |t| upsample_portable(&t[0]));
@@ -341,7 +346,7 @@ fn conv_transpose3d_strided_finite_differences() {
 
 #[test]
 fn window_attention_finite_differences() {
-    // 5 windows of 7 tokens, 2 heads of width 3, 3 window classes; in f64 the CPU path runs the
+    // 5 windows of 7 tokens, 2 heads of width 3, 3 window classes. In f64 the CPU path runs the
     // custom op AttentionWeights, whose backward pass gives the gradients of Q, K and the bias.
     let (windows, tokens, heads, head_dim, classes) = (5, 7, 2, 3, 3);
     let qkv = pseudo_random(&[windows, tokens, 3, heads, head_dim], 71);

@@ -1,5 +1,4 @@
-//! StyleGAN2's modulated 3-D convolution (Karras et al. 2020, "Analyzing and Improving the
-//! Image Quality of StyleGAN", section 2.2), as PRISM's generator uses it in `ModConv3d`.
+//! StyleGAN2's modulated 3-D convolution, the `ModConv3d` layer of PRISM's generator.
 //!
 //! Each sample `b` gets its own weight: the shared weight with input channel `c` scaled by
 //! `style[b, c]`, then, with demodulation, each output channel rescaled to unit L2 norm
@@ -11,7 +10,8 @@ use candle_core::{bail, Result, Tensor};
 
 use super::conv3d;
 
-/// Added to the sum of squared weights before the inverse square root, as in StyleGAN2.
+/// Added to the sum of squared weights before the inverse square root, so that an output channel
+/// whose modulated weights are all zero stays zero instead of becoming NaN.
 const DEMODULATION_EPS: f64 = 1e-8;
 
 /// Convolves `x` [B, Cin, D, H, W] with `weight` [Cout, Cin, k, k, k] (stride 1, zero `padding`,
@@ -45,7 +45,13 @@ pub fn modulated_conv3d(
     let mut outputs = Vec::with_capacity(batch);
     for b in 0..batch {
         let sample_weight = modulate(weight, &style.get(b)?, demodulate)?;
-        outputs.push(conv3d(&x.narrow(0, b, 1)?, &sample_weight, None, 1, padding)?);
+        outputs.push(conv3d(
+            &x.narrow(0, b, 1)?,
+            &sample_weight,
+            None,
+            1,
+            padding,
+        )?);
     }
     Tensor::cat(&outputs, 0)
 }

@@ -12,6 +12,8 @@
 //! one pass per (batch, channel) plane that keeps the three up-sampled input slices it needs in
 //! cache. Other devices and dtypes use [`upsample_portable`], built from candle tensor operations.
 
+use std::mem::MaybeUninit;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -42,7 +44,7 @@ pub fn upsample_portable(x: &Tensor) -> Result<Tensor> {
 }
 
 fn check_rank(x: &Tensor) -> Result<()> {
-    if x.rank() != 5 || x.dims().iter().any(|&n| n == 0) {
+    if x.rank() != 5 || x.dims().contains(&0) {
         bail!(
             "upsample_trilinear_x2: expected a non-empty input [B, C, D, H, W], got {:?}",
             x.dims()
@@ -90,9 +92,22 @@ impl CustomOp1 for UpsampleForward {
         let dims = [d, h, w];
         let sizes = (d * h * w, 8 * d * h * w);
         let out = match storage {
-            CpuStorage::F32(x) => CpuStorage::F32(per_plane(contiguous(x, layout)?, sizes, dims, upsample_plane)),
-            CpuStorage::F64(x) => CpuStorage::F64(per_plane(contiguous(x, layout)?, sizes, dims, upsample_plane)),
-            _ => bail!("upsample-trilinear-x2: expected f32 or f64, got {:?}", storage.dtype()),
+            CpuStorage::F32(x) => CpuStorage::F32(per_plane(
+                contiguous(x, layout)?,
+                sizes,
+                dims,
+                upsample_plane,
+            )),
+            CpuStorage::F64(x) => CpuStorage::F64(per_plane(
+                contiguous(x, layout)?,
+                sizes,
+                dims,
+                upsample_plane,
+            )),
+            _ => bail!(
+                "upsample-trilinear-x2: expected f32 or f64, got {:?}",
+                storage.dtype()
+            ),
         };
         Ok((out, Shape::from_dims(&[b, c, 2 * d, 2 * h, 2 * w])))
     }
@@ -110,14 +125,30 @@ impl CustomOp1 for UpsampleGrad {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let [b, c, d2, h2, w2] = dims5(self.name(), layout)?;
         if d2 % 2 != 0 || h2 % 2 != 0 || w2 % 2 != 0 {
-            bail!("upsample-trilinear-x2-grad: gradient has odd spatial size {:?}", layout.dims())
+            bail!(
+                "upsample-trilinear-x2-grad: gradient has odd spatial size {:?}",
+                layout.dims()
+            )
         }
         let dims = [d2 / 2, h2 / 2, w2 / 2];
         let sizes = (d2 * h2 * w2, d2 * h2 * w2 / 8);
         let out = match storage {
-            CpuStorage::F32(g) => CpuStorage::F32(per_plane(contiguous(g, layout)?, sizes, dims, downsample_plane)),
-            CpuStorage::F64(g) => CpuStorage::F64(per_plane(contiguous(g, layout)?, sizes, dims, downsample_plane)),
-            _ => bail!("upsample-trilinear-x2-grad: expected f32 or f64, got {:?}", storage.dtype()),
+            CpuStorage::F32(g) => CpuStorage::F32(per_plane(
+                contiguous(g, layout)?,
+                sizes,
+                dims,
+                downsample_plane,
+            )),
+            CpuStorage::F64(g) => CpuStorage::F64(per_plane(
+                contiguous(g, layout)?,
+                sizes,
+                dims,
+                downsample_plane,
+            )),
+            _ => bail!(
+                "upsample-trilinear-x2-grad: expected f32 or f64, got {:?}",
+                storage.dtype()
+            ),
         };
         Ok((out, Shape::from_dims(&[b, c, dims[0], dims[1], dims[2]])))
     }
@@ -139,24 +170,32 @@ fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
 
 /// Runs `kernel` on every (batch, channel) plane in parallel: planes of `src_plane` elements in
 /// `src` map to planes of `dst_plane` elements in the result. `dims` is the low-resolution
-/// [D, H, W] that the kernel takes.
+/// [D, H, W] that the kernel takes. The kernel must write every element of its output plane.
 fn per_plane<T: Element>(
     src: &[T],
     (src_plane, dst_plane): (usize, usize),
     dims: [usize; 3],
-    kernel: fn(&[T], &mut [T], [usize; 3]),
+    kernel: fn(&[T], &mut [MaybeUninit<T>], [usize; 3]),
 ) -> Vec<T> {
-    let planes = src.len() / src_plane;
-    let mut dst = vec![T::ZERO; planes * dst_plane];
-    dst.par_chunks_mut(dst_plane)
+    let len = src.len() / src_plane * dst_plane;
+
+    // The output is left uninitialized rather than zeroed: zeroing the 8× larger forward output
+    // would add a whole write pass over it.
+    let mut dst = Vec::with_capacity(len);
+    dst.spare_capacity_mut()[..len]
+        .par_chunks_mut(dst_plane)
         .zip(src.par_chunks(src_plane))
         .for_each(|(dst, src)| kernel(src, dst, dims));
+
+    // SAFETY: the first `len` elements are initialized, because `dst_plane` divides `len` and
+    // both kernels, `upsample_plane` and `downsample_plane`, write every element of their plane.
+    unsafe { dst.set_len(len) };
     dst
 }
 
 /// Up-samples one [D, H, W] plane into [2D, 2H, 2W]. Each input slice is up-sampled in H and W
 /// once, into a rolling window of three slices, and each output slice blends two of them.
-fn upsample_plane<T: Element>(src: &[T], dst: &mut [T], [d, h, w]: [usize; 3]) {
+fn upsample_plane<T: Element>(src: &[T], dst: &mut [MaybeUninit<T>], [d, h, w]: [usize; 3]) {
     let slice_in = h * w;
     let slice_out = 4 * h * w;
     let mut rows = vec![T::ZERO; h * 2 * w];
@@ -175,8 +214,8 @@ fn upsample_plane<T: Element>(src: &[T], dst: &mut [T], [d, h, w]: [usize; 3]) {
             next.clone_from(&current);
         }
         let (even, odd) = dst[2 * i * slice_out..(2 * i + 2) * slice_out].split_at_mut(slice_out);
-        blend(&current, &previous, even);
-        blend(&current, &next, odd);
+        blend_into(&current, &previous, even);
+        blend_into(&current, &next, odd);
 
         // Rotate: the current slice becomes the previous one, the next one the current one.
         std::mem::swap(&mut previous, &mut current);
@@ -200,7 +239,7 @@ fn upsample_slice<T: Element>(src: &[T], dst: &mut [T], rows: &mut [T], h: usize
     }
 }
 
-/// The 1-D rule along a contiguous line: `dst` has twice the length of `src`.
+/// Applies the 1-D rule along a contiguous line: `dst` has twice the length of `src`.
 fn upsample_line<T: Element>(src: &[T], dst: &mut [T]) {
     let (near, far) = (T::from_f64(0.75), T::from_f64(0.25));
     let n = src.len();
@@ -219,12 +258,20 @@ fn blend<T: Element>(near: &[T], far: &[T], dst: &mut [T]) {
     }
 }
 
-/// The adjoint of [`upsample_plane`]: sums a [2D, 2H, 2W] gradient plane into [D, H, W].
+/// Same as [`blend`], into uninitialized memory.
+fn blend_into<T: Element>(near: &[T], far: &[T], dst: &mut [MaybeUninit<T>]) {
+    let (a, b) = (T::from_f64(0.75), T::from_f64(0.25));
+    for ((d, &x), &y) in dst.iter_mut().zip(near).zip(far) {
+        d.write(a * x + b * y);
+    }
+}
+
+/// Sums a [2D, 2H, 2W] gradient plane into [D, H, W], the adjoint of [`upsample_plane`].
 ///
 /// Along one axis, input sample `j` feeds outputs `2j` and `2j + 1` with weight 0.75 and outputs
-/// `2j − 1` and `2j + 2` with weight 0.25, where an index outside [0, 2n − 1] is clamped to the
-/// edge (the edge sample also stands in for its missing neighbour).
-fn downsample_plane<T: Element>(src: &[T], dst: &mut [T], [d, h, w]: [usize; 3]) {
+/// `2j − 1` and `2j + 2` with weight 0.25. An index outside [0, 2n − 1] is clamped to the edge,
+/// because the forward pass uses the edge sample in place of its missing neighbour.
+fn downsample_plane<T: Element>(src: &[T], dst: &mut [MaybeUninit<T>], [d, h, w]: [usize; 3]) {
     let slice_big = 4 * h * w;
     let slice_small = h * w;
     let mut folded = vec![T::ZERO; slice_big];
@@ -233,13 +280,25 @@ fn downsample_plane<T: Element>(src: &[T], dst: &mut [T], [d, h, w]: [usize; 3])
 
     for (i, out) in dst.chunks_exact_mut(slice_small).enumerate().take(d) {
         let [before, first, second, after] = neighbours(i, d);
-        fold4(big(before), big(first), big(second), big(after), &mut folded);
+        fold4(
+            big(before),
+            big(first),
+            big(second),
+            big(after),
+            &mut folded,
+        );
         downsample_slice(&folded, out, &mut rows, h, w);
     }
 }
 
 /// Folds a [2H, 2W] gradient slice into [H, W], using `rows` [H, 2W] as scratch.
-fn downsample_slice<T: Element>(src: &[T], dst: &mut [T], rows: &mut [T], h: usize, w: usize) {
+fn downsample_slice<T: Element>(
+    src: &[T],
+    dst: &mut [MaybeUninit<T>],
+    rows: &mut [T],
+    h: usize,
+    w: usize,
+) {
     let row_len = 2 * w;
     let row = |j: usize| &src[j * row_len..(j + 1) * row_len];
     for (j, out) in rows.chunks_exact_mut(row_len).enumerate() {
@@ -251,21 +310,26 @@ fn downsample_slice<T: Element>(src: &[T], dst: &mut [T], rows: &mut [T], h: usi
     }
 }
 
-/// The adjoint of [`upsample_line`]: `dst` has half the length of `src`.
-fn downsample_line<T: Element>(src: &[T], dst: &mut [T]) {
+/// Applies the adjoint of [`upsample_line`]: `dst` has half the length of `src`.
+fn downsample_line<T: Element>(src: &[T], dst: &mut [MaybeUninit<T>]) {
     let (near, far) = (T::from_f64(0.75), T::from_f64(0.25));
     let n = dst.len();
     for (j, out) in dst.iter_mut().enumerate() {
         let [before, first, second, after] = neighbours(j, n);
-        *out = far * (src[before] + src[after]) + near * (src[first] + src[second]);
+        out.write(far * (src[before] + src[after]) + near * (src[first] + src[second]));
     }
 }
 
-/// The high-resolution indices `[2j − 1, 2j, 2j + 1, 2j + 2]` that low-resolution index `j` of
-/// `n` feeds, clamped to [0, 2n − 1].
+/// Returns the high-resolution indices `[2j − 1, 2j, 2j + 1, 2j + 2]` that low-resolution
+/// index `j` of `n` feeds, clamped to [0, 2n − 1].
 fn neighbours(j: usize, n: usize) -> [usize; 4] {
     let last = 2 * n - 1;
-    [(2 * j).saturating_sub(1), 2 * j, 2 * j + 1, (2 * j + 2).min(last)]
+    [
+        (2 * j).saturating_sub(1),
+        2 * j,
+        2 * j + 1,
+        (2 * j + 2).min(last),
+    ]
 }
 
 /// `dst = 0.25·(before + after) + 0.75·(first + second)`, element-wise.

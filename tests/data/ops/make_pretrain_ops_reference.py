@@ -79,7 +79,7 @@ def main():
     for name, (x_shape, w_shape, padding, has_style, demodulate) in MODCONV_CASES.items():
         tensors = {"x": torch.randn(x_shape), "w": torch.randn(w_shape) * 0.3}
         if has_style:
-            # Styles around 1, as StyleGAN2 initializes the bias of the style projection to 1.
+            # Styles around 1, so that modulation scales input channels and rarely flips their sign.
             tensors["style"] = 1 + 0.5 * torch.randn(x_shape[:2])
 
         def forward(x, w, style=None):
