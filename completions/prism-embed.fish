@@ -2,7 +2,7 @@ complete -c prism-embed -s o -l output -d 'Write the CSV to FILE instead of stan
 complete -c prism-embed -l shard -d 'Process only shard I of N (0-based, 0 <= I < N): input number n goes to shard n mod N. Without this option a SLURM job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN) selects the shard; 0/1 processes every input' -r
 complete -c prism-embed -l threads -d 'Number of CPU threads for computation (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS). Default: RAYON_NUM_THREADS if set, else the number of physical cores for candle\'s kernels and of logical CPUs for rayon' -r
 complete -c prism-embed -l device -d 'Compute device: cpu, cuda (GPU 0) or cuda:N (GPU N, 0-based). CUDA needs a binary built with the cuda feature' -r -f
-complete -c prism-embed -s w -l weights -d 'PRISM encoder weights: a PRISM checkpoint (.pt), a state dict, or .safetensors; the environment variable PRISM_WEIGHTS gives a default' -r -F
+complete -c prism-embed -s w -l weights -d 'PRISM encoder weights: a PRISM checkpoint (.pt), a state dict, or .safetensors; the environment variable PRISM_WEIGHTS gives a default. Without either, the small built-in encoder (feature size 12, pretrained on open brain MRI) is used' -r -F
 complete -c prism-embed -l volume -d 'Volume of 4-D inputs to embed (0-based); 3-D inputs ignore it, and a per-input `scan.nii.gz:N` takes precedence' -r
 complete -c prism-embed -l preprocess -d 'Preprocessing before the encoder: `prism` (RAS+, resampling to --spacing, foreground crop, intensity normalization, zero padding to a multiple of 32) or `none` (the file\'s voxel array as it is)' -r -f -a "prism\t''
 none\t''"

@@ -7,6 +7,7 @@ use clap::CommandFactory;
 use prism::cli::docs::{check_generated_docs, update_requested};
 use prism::cli::convert_cmd::ConvertCli;
 use prism::cli::embed_cmd::EmbedCli;
+use prism::cli::pretrain_cmd::PretrainCli;
 use prism::cli::seg_cmd::SegCli;
 use prism::cli::weights_cmd::WeightsCli;
 
@@ -35,7 +36,13 @@ fn prism_seg_docs_are_current() {
 }
 
 #[test]
+fn prism_pretrain_docs_are_current() {
+    check_generated_docs(&PretrainCli::command(), root(), update_requested()).unwrap();
+}
+
+#[test]
 fn command_definitions_are_consistent() {
+    PretrainCli::command().debug_assert();
     SegCli::command().debug_assert();
     ConvertCli::command().debug_assert();
     EmbedCli::command().debug_assert();
