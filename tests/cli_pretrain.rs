@@ -194,7 +194,8 @@ fn train_rejects_a_single_crop_batch() {
     let out = Command::new(binary()).args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--batch-size") && err.contains("NT-Xent"), "{err}");
+    assert!(err.contains("--batch-size"), "{err}");
+    assert!(err.contains("NT-Xent"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
@@ -207,5 +208,6 @@ fn train_names_an_unknown_manifest_column() {
     let out = Command::new(binary()).args(train_args(&bad, &val, &dir.path().join("run"), 2)).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tr_msec") && err.contains("bad.csv"), "{err}");
+    assert!(err.contains("tr_msec"), "{err}");
+    assert!(err.contains("bad.csv"), "{err}");
 }

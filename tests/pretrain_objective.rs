@@ -1,6 +1,6 @@
 //! Checks the pretraining loss terms against MONAI 1.4.0 and torch (values and input gradients
 //! in tests/data/pretrain/loss_reference.json, made by make_loss_reference.py beside it) and
-//! against cases with an analytic answer.
+//! against cases with an analytic result.
 
 use candle_core::{DType, Device, Tensor, Var};
 use prism::pretrain::objective::{cross_entropy, fake_loss, nt_xent, real_loss, sequence_loss, softplus};
@@ -36,7 +36,7 @@ fn nt_xent_matches_monai_contrastive_loss_and_gradients() {
         let loss = nt_xent(a.as_tensor(), b.as_tensor(), temperature).unwrap();
         let value = loss.to_scalar::<f64>().unwrap();
         let expected = case["loss"].as_f64().unwrap();
-        // MONAI holds the temperature as an f32 tensor (0.1 becomes 0.10000000149), hence 1e-7.
+        // MONAI keeps the temperature in an f32 tensor (0.1 becomes 0.10000000149), hence 1e-7.
         assert!((value - expected).abs() < 1e-7 * expected.abs(), "{name}: {value} vs MONAI {expected}");
 
         let grads = loss.backward().unwrap();
@@ -106,5 +106,6 @@ fn sequence_loss_ignores_missing_values() {
     let grad = grad.to_vec2::<f32>().unwrap();
     assert_eq!(grad[1], vec![0.0, 0.0, 0.0]);
     assert_eq!(grad[0][1], 0.0);
-    assert!(grad[0][0] > 0.0 && grad[0][2] > 0.0);
+    assert!(grad[0][0] > 0.0);
+    assert!(grad[0][2] > 0.0);
 }

@@ -53,7 +53,7 @@ fn assert_close(label: &str, ours: &Tensor, torch: &Tensor) {
     assert!(diff <= TOLERANCE * scale, "{label}: max difference {diff}, max |torch| {scale}");
 }
 
-/// Every second voxel along each spatial axis, as the reference stores full-size images.
+/// Keeps every second voxel along each spatial axis, as the reference stores full-size images.
 fn every_second(x: &Tensor) -> Tensor {
     let mut y = x.clone();
     for axis in 2..5 {

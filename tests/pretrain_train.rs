@@ -89,7 +89,7 @@ fn network_reconstructs_at_input_size() {
 }
 
 #[test]
-fn style_changes_the_rendering_but_not_the_structure_feature() {
+fn style_changes_rendering_not_structure() {
     let t = trainable();
     let x = inputs();
     let mut rng = ChaCha8Rng::seed_from_u64(9);

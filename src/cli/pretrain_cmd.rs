@@ -371,7 +371,7 @@ pub fn run_train(args: &TrainArgs) -> Result<Exit> {
     Ok(outcome.exit())
 }
 
-/// The step a run continues from: the `last` checkpoint's with `--resume`, else 0.
+/// Returns the step a run continues from: the `last` checkpoint's with `--resume`, else 0.
 fn resumed_step(dir: &Path, resume: bool) -> Result<u64> {
     if !resume {
         return Ok(0);
@@ -419,8 +419,8 @@ fn read_entries(data: &Path) -> Result<Vec<ManifestEntry>> {
     Ok(entries)
 }
 
-/// The network's shape: the encoder of `--init` when given, else PRISM's architecture at
-/// `--feature-size`.
+/// Returns the network's shape: the encoder of `--init` when given, else PRISM's architecture
+/// at `--feature-size` and `--depths`.
 fn network_config(args: &TrainArgs) -> Result<PretrainConfig> {
     let encoder = match &args.init {
         Some(path) => infer_swin_config(&Checkpoint::read(path)?.encoder_tensors(path)?, path)?,

@@ -249,7 +249,8 @@ impl PrismPretrain {
         self.disentangle(&self.backbone(x)?, style)
     }
 
-    /// The encoder's last stage (layer-normalized): the latent [B, L, D/32, H/32, W/32].
+    /// Runs the encoder and returns its last stage (layer-normalized), the latent
+    /// [B, L, D/32, H/32, W/32].
     pub fn backbone(&self, x: &Tensor) -> Result<Tensor> {
         let mut stages = self.swin_vit.forward(x)?;
         stages.pop().ok_or_else(|| candle_core::Error::Msg("the encoder returned no stage".into()))
@@ -286,7 +287,7 @@ impl PrismPretrain {
         self.recon_head.forward(&y)
     }
 
-    /// The heads that read the structure and sequence features.
+    /// Runs the heads that read the pooled structure and sequence features.
     pub fn heads(&self, encoded: &Encoded) -> Result<HeadOutputs> {
         let structure = global_average(&encoded.structure)?;
         let sequence = global_average(&encoded.sequence)?;
@@ -298,7 +299,7 @@ impl PrismPretrain {
         })
     }
 
-    /// The discriminator's logit [B, 1] on the pooled aggregated latent.
+    /// Returns the discriminator's logit [B, 1] on the pooled aggregated latent.
     pub fn discriminate(&self, encoded: &Encoded) -> Result<Tensor> {
         self.disc_head.forward(&global_average(&encoded.latent)?)
     }

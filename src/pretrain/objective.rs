@@ -41,8 +41,8 @@ pub struct ObjectiveConfig {
     /// Divisors that bring TR (ms), TE (ms) and flip angle (degrees) to order one before the
     /// L1 loss, so no parameter dominates by its unit.
     ///
-    /// NOTE: PRISM's public code does not show the units of its targets; these divisors are
-    /// this toolkit's choice (TR in seconds, TE in 100 ms, flip angle in 90°).
+    /// NOTE: PRISM's public code does not show the units of its targets. These divisors are
+    /// this toolkit's choice: TR in seconds, TE in units of 100 ms, flip angle in units of 90°.
     pub sequence_scale: [f64; 3],
 }
 
