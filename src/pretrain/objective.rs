@@ -14,6 +14,10 @@
 //!   the contrastive term teaches the structure feature to ignore the sequence.
 //!
 //! Weights and scales default to the values of PRISM's public training code.
+//!
+//! NOTE: as in PRISM's code, the two contrastive projection heads never change. They belong to
+//! the encoder side, but only step C reads them (the sequence head not even there), and step C
+//! updates the generator side alone.
 
 use candle_core::{Device, Result, Tensor, D};
 use rand::Rng;
