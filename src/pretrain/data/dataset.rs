@@ -106,7 +106,12 @@ impl Dataset {
                     entry.source.name()
                 )));
             }
+            // Checked here so that rendering, which runs in the loader threads, cannot fail.
+            if let Prepared::Anatomy(anatomy) = volume {
+                anatomy.validate().map_err(|e| Error::invalid(format!("{}: {e}", entry.path_text())))?;
+            }
         }
+        synth.validate()?;
         Ok(Dataset {
             entries,
             prepared,
