@@ -169,8 +169,8 @@ pub const BUILTIN_ENCODER: &str = "builtin:prism-mri-default-f12";
 
 /// The encoder built into the binaries, used when no weights are given: feature size 12,
 /// pretrained by `prism-pretrain` on open brain MRI (model card: docs/models/default-encoder.md).
-/// It is small enough to ship and gives meaningful embeddings without a download; it is not
-/// PRISM's published model.
+/// It is small enough to ship, so the tools work without a download. It is not PRISM's
+/// published model.
 static BUILTIN_ENCODER_BYTES: &[u8] = include_bytes!("../weights/default-encoder.safetensors");
 
 /// Builds the built-in encoder on `device`.
