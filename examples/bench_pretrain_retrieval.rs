@@ -5,8 +5,9 @@
 //! contrasts by the synthetic generator; N crop positions inside the brain are cut from each
 //! rendering, z-scored as in training. For every one of the N·K crops, the nearest other crop
 //! by cosine similarity counts as a hit when it is the same position under another sequence.
-//! Chance is (K − 1)/(N·K − 1). Prints one JSON line with top-1 for the pooled structure
-//! feature and for the embedding prism-embed writes (the pooled last encoder stage).
+//! Chance is (K − 1)/(N·K − 1). Prints one JSON line with top-1 for three features of a crop:
+//! the structure feature map (flattened), the pooled structure feature the contrastive head
+//! reads, and the embedding prism-embed writes (the pooled last encoder stage).
 //!
 //! ```text
 //! bench_pretrain_retrieval LABELS.nii.gz (--network FILE | --random SEED) [--feature-size 12]
@@ -128,6 +129,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     let net = &trainable.net;
 
+    let mut structure_map = Vec::new();
     let mut structure = Vec::new();
     let mut embedding = Vec::new();
     let mut position_of = Vec::new();
@@ -141,6 +143,7 @@ fn main() {
             let values: Vec<f32> = crop.iter().copied().collect();
             let x = Tensor::from_vec(values, (1, 1, o.roi, o.roi, o.roi), &Device::Cpu).unwrap().detach();
             let encoded = net.encode(&x, None).unwrap();
+            structure_map.push(encoded.structure.flatten_all().unwrap().to_vec1::<f32>().unwrap());
             structure.push(global_average(&encoded.structure).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
             let stages = net.encoder().forward(&x).unwrap();
             let last = global_average(&stages[stages.len() - 1]).unwrap();
@@ -159,7 +162,8 @@ fn main() {
             "crops": positions.len(),
             "sequences": o.sequences,
             "roi": o.roi,
-            "top1_structure": cosine_top1(&structure, &position_of),
+            "top1_structure_map": cosine_top1(&structure_map, &position_of),
+            "top1_structure_pooled": cosine_top1(&structure, &position_of),
             "top1_embedding": cosine_top1(&embedding, &position_of),
             "chance": chance,
         })
