@@ -211,3 +211,30 @@ fn train_names_an_unknown_manifest_column() {
     assert!(err.contains("tr_msec"), "{err}");
     assert!(err.contains("bad.csv"), "{err}");
 }
+
+#[test]
+fn train_rejects_a_crop_below_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = write_manifests(dir.path());
+    let mut args = train_args(&train, &val, &dir.path().join("run"), 2);
+    let at = args.iter().position(|a| a == "--roi").unwrap();
+    args[at + 1] = "32".into();
+    let out = Command::new(binary()).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--roi 32"), "{err}");
+}
+
+#[test]
+fn train_without_resume_keeps_an_earlier_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = write_manifests(dir.path());
+    let out_dir = dir.path().join("run");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join("last.json"), "{}").unwrap();
+    let out = Command::new(binary()).args(train_args(&train, &val, &out_dir, 2)).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(std::fs::read_to_string(out_dir.join("last.json")).unwrap(), "{}");
+}

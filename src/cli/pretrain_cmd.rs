@@ -266,8 +266,23 @@ pub struct ExportArgs {
 
 /// Runs `prism-pretrain train`; returns the exit code of a run that started.
 pub fn run_train(args: &TrainArgs) -> Result<Exit> {
-    let roi = three("--roi", &args.roi, |v| v >= 64 && v % 32 == 0)?;
+    if let Some(bad) = args.roi.iter().find(|&&v| v < 64 || v % 32 != 0) {
+        return Err(Error::invalid(format!(
+            "invalid --roi {bad}: give multiples of 32 of at least 64, so the latent has more than one voxel per axis"
+        )));
+    }
+    let roi = three("--roi", &args.roi, |_| true)?;
     check_numbers(args)?;
+
+    // Checked here as well as in the training loop, so a forgotten --resume fails before the
+    // data is loaded.
+    let last = CheckpointKind::Last.json_path(&args.out_dir);
+    if !args.resume && last.exists() {
+        return Err(Error::file(
+            &last,
+            "a checkpoint of an earlier run is here; add --resume to continue it or choose another output directory",
+        ));
+    }
     let device = args.device.open()?;
 
     let entries = read_entries(&args.data)?;
