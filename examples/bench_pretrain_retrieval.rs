@@ -142,12 +142,12 @@ fn main() {
             let crop = image.data.slice(s![c[0]..c[0] + o.roi, c[1]..c[1] + o.roi, c[2]..c[2] + o.roi]);
             let values: Vec<f32> = crop.iter().copied().collect();
             let x = Tensor::from_vec(values, (1, 1, o.roi, o.roi, o.roi), &Device::Cpu).unwrap().detach();
-            let encoded = net.encode(&x, None).unwrap();
+            // One encoder pass gives both: the embedding pools the latent, the branches read it.
+            let latent = net.backbone(&x).unwrap();
+            let encoded = net.disentangle(&latent, None).unwrap();
             structure_map.push(encoded.structure.flatten_all().unwrap().to_vec1::<f32>().unwrap());
             structure.push(global_average(&encoded.structure).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
-            let stages = net.encoder().forward(&x).unwrap();
-            let last = global_average(&stages[stages.len() - 1]).unwrap();
-            embedding.push(last.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            embedding.push(global_average(&latent).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
             position_of.push(p);
         }
     }

@@ -110,7 +110,8 @@ pub fn cross_entropy(logits: &Tensor, classes: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, classes)
 }
 
-/// softplus(x) = log(1 + eˣ), computed as max(x, 0) + log(1 + e^−|x|) so it never overflows.
+/// softplus(x) = log(1 + eˣ), computed as max(x, 0) + log(1 + e^−|x|), so the exponential
+/// stays at most 1.
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
     let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
     x.relu()? + tail

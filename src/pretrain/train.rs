@@ -35,8 +35,8 @@ pub struct Trainable {
     pub loaded: usize,
 }
 
-/// Builds the network; `init` (a PRISM checkpoint, whole or encoder only, or a file this tool
-/// exported) provides the tensors it has, the rest start as PyTorch initializes them.
+/// Builds the network. `init` (a PRISM checkpoint, whole or encoder only, or a file this tool
+/// exported) provides the tensors it has, and the rest start as PyTorch initializes them.
 pub fn build(config: &PretrainConfig, init: Option<&Path>, device: &Device, rng: &mut impl Rng) -> Result<Trainable> {
     let varmap = VarMap::new();
     let net = PrismPretrain::load(config, VarBuilder::from_varmap(&varmap, DType::F32, device))
@@ -74,8 +74,8 @@ fn is_modulated_weight(name: &str) -> bool {
 }
 
 /// Reads a checkpoint's tensors under this module's names. PRISM's `state_dict()` also lists
-/// every module under the aliases of its `D`/`G` dictionaries and `up_decoder` list; those are
-/// mapped back when the primary name is absent.
+/// every module under the aliases of its `D`/`G` dictionaries and `up_decoder` list. An alias
+/// is mapped back when the primary name is absent.
 fn starting_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     let checkpoint = Checkpoint::read(path)?;
     let mut tensors = checkpoint.unwrapped();

@@ -106,7 +106,8 @@ impl Dataset {
                     entry.source.name()
                 )));
             }
-            // Checked here so that rendering, which runs in the loader threads, cannot fail.
+            // Checked here because rendering runs in the loader threads, where a malformed map
+            // would otherwise panic.
             if let Prepared::Anatomy(anatomy) = volume {
                 anatomy.validate().map_err(|e| Error::invalid(format!("{}: {e}", entry.path_text())))?;
             }

@@ -5,7 +5,7 @@ plain torch layers, with the state-dict names of PRISM's PT_MRI_FM (the configur
 publishes: disentanglement, meta/part/discriminator heads, synthesis with a modulated decoder,
 contrastive heads). It is a small instance (feature size 6, heads 1-2-4-8, one block per
 stage) with random weights rounded to f16 and stored as f16, so the file stays small and both
-sides compute from identical values. The file holds the weights, a 64×64×32 input (f16), a
+sides compute from identical values. The file contains the weights, a 64×64×32 input (f16), a
 style noise z and the outputs; the two full-size images are stored at every second voxel.
 
 Run with torch, monai 1.4.0 and safetensors installed:
